@@ -1,0 +1,239 @@
+//! Settings, layered: built-in defaults, then a TOML file, then `LEADLAB_*` env vars.
+//!
+//! Every setting is listed once in [`SETTINGS`]: that table drives the env var mapping,
+//! the settings section of `lead-lab --help` and a test that keeps
+//! docs/configuration.md complete, so a new setting cannot go undocumented.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+pub mod schema;
+
+pub use schema::{SETTINGS, SettingDoc};
+
+/// The prefix of every environment variable this program reads.
+pub const ENV_PREFIX: &str = "LEADLAB_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("invalid setting {key}: {reason}")]
+    OutOfRange { key: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub clickhouse: ClickHouseSettings,
+    pub schema: SchemaSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseSettings {
+    /// HTTP interface of ClickHouse (or of the local dev server).
+    pub url: String,
+    pub user: String,
+    pub password: String,
+    /// Database that holds every table of this project.
+    pub database: String,
+}
+
+impl Default for ClickHouseSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            user: "default".into(),
+            password: String::new(),
+            database: "otel".into(),
+        }
+    }
+}
+
+/// How `lead-lab migrate` renders the versioned SQL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchemaSettings {
+    /// When set, DDL runs `ON CLUSTER` this cluster.
+    pub cluster: Option<String>,
+    /// Use Replicated*MergeTree engines (needs a cluster with Keeper).
+    pub replicated: bool,
+    /// Retention of raw telemetry (spans, logs, metric points).
+    pub telemetry_ttl_days: u32,
+    /// Retention of the typed `lead_submissions` rows.
+    pub submissions_ttl_days: u32,
+}
+
+impl Default for SchemaSettings {
+    fn default() -> Self {
+        Self {
+            cluster: None,
+            replicated: false,
+            telemetry_ttl_days: 30,
+            submissions_ttl_days: 400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// A tracing filter directive, e.g. `info` or `lead_lab=debug,info`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (which must exist when given), then env vars.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let env = Env::prefixed(ENV_PREFIX)
+            .filter(|key| schema::setting_for_env_suffix(key.as_str()).is_some())
+            .map(|key| {
+                let setting = schema::setting_for_env_suffix(key.as_str())
+                    .expect("filtered to known settings above");
+                setting.key.into()
+            });
+        let settings: Settings = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        for (key, days) in [
+            ("schema.telemetry_ttl_days", self.schema.telemetry_ttl_days),
+            ("schema.submissions_ttl_days", self.schema.submissions_ttl_days),
+        ] {
+            if !(1..=36_500).contains(&days) {
+                return Err(ConfigError::OutOfRange {
+                    key,
+                    reason: format!("{days} is not between 1 and 36500 days"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective settings as TOML, with secrets replaced so it can be printed.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.clickhouse.password.is_empty() {
+            shown.clickhouse.password = "<redacted>".into();
+        }
+        toml::to_string_pretty(&shown).expect("settings always serialize to TOML")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_point_at_the_local_stack() {
+        Jail::expect_with(|_| {
+            let s = Settings::load(None).unwrap();
+            assert_eq!(s.clickhouse.url, "http://127.0.0.1:8123");
+            assert_eq!(s.clickhouse.user, "default");
+            assert_eq!(s.clickhouse.database, "otel");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_overrides_file_which_overrides_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "lab.toml",
+                "[clickhouse]\nurl = \"http://file:8123\"\ndatabase = \"from_file\"\n",
+            )?;
+            jail.set_env("LEADLAB_CLICKHOUSE_URL", "http://env:8123");
+            jail.set_env("LEADLAB_SCHEMA_TELEMETRY_TTL_DAYS", "7");
+            let s = Settings::load(Some(Path::new("lab.toml"))).unwrap();
+            assert_eq!(s.clickhouse.url, "http://env:8123");
+            assert_eq!(s.clickhouse.database, "from_file");
+            assert_eq!(s.schema.telemetry_ttl_days, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unrelated_leadlab_variables_are_ignored() {
+        Jail::expect_with(|jail| {
+            jail.set_env("LEADLAB_CH_PORT", "18123");
+            jail.set_env("LEADLAB_CONFIG", "whatever.toml");
+            assert!(Settings::load(None).is_ok());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_typo_in_the_file_is_an_error_not_a_silent_default() {
+        Jail::expect_with(|jail| {
+            jail.create_file("lab.toml", "[clickhouse]\nulr = \"http://x\"\n")?;
+            let err = Settings::load(Some(Path::new("lab.toml"))).unwrap_err();
+            assert!(err.to_string().contains("ulr"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        Jail::expect_with(|_| {
+            let err = Settings::load(Some(Path::new("nope.toml"))).unwrap_err();
+            assert!(matches!(err, ConfigError::MissingFile(_)));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn ttl_out_of_range_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("LEADLAB_SCHEMA_SUBMISSIONS_TTL_DAYS", "0");
+            let err = Settings::load(None).unwrap_err();
+            assert!(err.to_string().contains("submissions_ttl_days"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn printing_settings_hides_the_password() {
+        let mut s = Settings::default();
+        s.clickhouse.password = "hunter2".into();
+        let shown = s.to_redacted_toml();
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("<redacted>"));
+    }
+}

@@ -1,0 +1,143 @@
+//! The one list of settings: key in the TOML file, env var, default and meaning.
+
+/// One documented setting. `key` is `section.name` in the TOML file; the env var is
+/// `LEADLAB_` + the key upper-cased with the dot replaced by `_`.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingDoc {
+    pub key: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+impl SettingDoc {
+    pub fn env_var(&self) -> String {
+        format!("{}{}", super::ENV_PREFIX, self.env_suffix())
+    }
+
+    fn env_suffix(&self) -> String {
+        self.key.replace('.', "_").to_ascii_uppercase()
+    }
+}
+
+pub const SETTINGS: &[SettingDoc] = &[
+    SettingDoc {
+        key: "clickhouse.url",
+        default: "http://127.0.0.1:8123",
+        meaning: "ClickHouse HTTP interface (the local dev server or clickhouse-server)",
+    },
+    SettingDoc {
+        key: "clickhouse.user",
+        default: "default",
+        meaning: "ClickHouse user",
+    },
+    SettingDoc {
+        key: "clickhouse.password",
+        default: "(empty)",
+        meaning: "ClickHouse password (never printed)",
+    },
+    SettingDoc {
+        key: "clickhouse.database",
+        default: "otel",
+        meaning: "database holding the OTel tables, lead_submissions and the analyzer's tables",
+    },
+    SettingDoc {
+        key: "schema.cluster",
+        default: "(none)",
+        meaning: "run migrations ON CLUSTER this cluster",
+    },
+    SettingDoc {
+        key: "schema.replicated",
+        default: "false",
+        meaning: "create Replicated*MergeTree tables (clusters with Keeper)",
+    },
+    SettingDoc {
+        key: "schema.telemetry_ttl_days",
+        default: "30",
+        meaning: "days raw spans, logs and metric points are kept (applied when a table is created)",
+    },
+    SettingDoc {
+        key: "schema.submissions_ttl_days",
+        default: "400",
+        meaning: "days lead_submissions rows are kept (applied when the table is created)",
+    },
+    SettingDoc {
+        key: "log.level",
+        default: "info",
+        meaning: "log filter, e.g. `info` or `lead_lab=debug,info` (RUST_LOG wins when set)",
+    },
+    SettingDoc {
+        key: "log.format",
+        default: "text",
+        meaning: "log format on stderr: text or json",
+    },
+];
+
+/// The setting an env var (without the `LEADLAB_` prefix, any case) stands for.
+pub fn setting_for_env_suffix(suffix: &str) -> Option<&'static SettingDoc> {
+    SETTINGS
+        .iter()
+        .find(|s| s.env_suffix().eq_ignore_ascii_case(suffix))
+}
+
+/// The settings section of `lead-lab --help`.
+pub fn help_text() -> String {
+    let mut text = String::from(
+        "Settings (TOML file given by --config / LEADLAB_CONFIG, each overridden by its env var):\n",
+    );
+    for s in SETTINGS {
+        text.push_str(&format!(
+            "  {:<28} {:<36} default {}\n      {}\n",
+            s.key,
+            s.env_var(),
+            s.default,
+            s.meaning
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    /// Every leaf of the settings struct is documented, and nothing documented is gone.
+    #[test]
+    fn the_table_lists_exactly_the_settings_that_exist() {
+        let mut defaults = Settings::default();
+        defaults.schema.cluster = Some(String::new()); // Option::None is not serialized
+        let value = toml::Value::try_from(defaults).unwrap();
+        let mut keys = Vec::new();
+        for (section, table) in value.as_table().unwrap() {
+            for name in table.as_table().unwrap().keys() {
+                keys.push(format!("{section}.{name}"));
+            }
+        }
+        keys.sort();
+        let mut documented: Vec<String> = SETTINGS.iter().map(|s| s.key.to_string()).collect();
+        documented.sort();
+        assert_eq!(keys, documented);
+    }
+
+    #[test]
+    fn docs_configuration_md_mentions_every_setting_and_env_var() {
+        let doc = include_str!("../../docs/configuration.md");
+        for s in SETTINGS {
+            assert!(doc.contains(s.key), "docs/configuration.md lacks {}", s.key);
+            assert!(doc.contains(&s.env_var()), "docs/configuration.md lacks {}", s.env_var());
+        }
+    }
+
+    #[test]
+    fn env_names_map_back_to_keys() {
+        assert_eq!(
+            setting_for_env_suffix("CLICKHOUSE_URL").unwrap().key,
+            "clickhouse.url"
+        );
+        assert_eq!(
+            setting_for_env_suffix("schema_telemetry_ttl_days").unwrap().key,
+            "schema.telemetry_ttl_days"
+        );
+        assert!(setting_for_env_suffix("CH_PORT").is_none());
+    }
+}

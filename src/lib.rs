@@ -1,0 +1,8 @@
+//! lead-lab: an observability-first lead submission service and lab.
+//!
+//! See docs/architecture.md for how the pieces fit together.
+
+pub mod cli;
+pub mod config;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,47 @@
+//! ClickHouse access: the client every module uses, and the schema migrations.
+
+pub mod migrate;
+
+use crate::config::ClickHouseSettings;
+
+/// A client for the configured server. It is not bound to a database: every statement
+/// this crate sends names its tables fully, so one client serves migrations (which
+/// create the database) and queries alike.
+pub fn client(settings: &ClickHouseSettings) -> clickhouse::Client {
+    clickhouse::Client::default()
+        .with_url(&settings.url)
+        .with_user(&settings.user)
+        .with_password(&settings.password)
+}
+
+/// Checks that a database name is a plain identifier, since it is spliced into DDL
+/// (identifiers cannot be bound as query parameters).
+pub fn check_identifier(name: &str) -> Result<&str, InvalidIdentifier> {
+    let mut chars = name.chars();
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if starts_well && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') && name.len() <= 64 {
+        Ok(name)
+    } else {
+        Err(InvalidIdentifier(name.to_owned()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a valid ClickHouse identifier (letters, digits and _, not starting with a digit, at most 64)")]
+pub struct InvalidIdentifier(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_plain_names_only() {
+        assert!(check_identifier("otel").is_ok());
+        assert!(check_identifier("test_0f3a").is_ok());
+        for bad in ["", "1abc", "otel; DROP TABLE x", "a.b", "a-b", "`x`"] {
+            assert!(check_identifier(bad).is_err(), "{bad}");
+        }
+    }
+}
