@@ -163,7 +163,8 @@ mod tests {
 
     #[test]
     fn defaults_point_at_the_local_stack() {
-        Jail::expect_with(|_| {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
             let s = Settings::load(None).unwrap();
             assert_eq!(s.clickhouse.url, "http://127.0.0.1:8123");
             assert_eq!(s.clickhouse.user, "default");
@@ -175,6 +176,7 @@ mod tests {
     #[test]
     fn env_overrides_file_which_overrides_defaults() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.create_file(
                 "lab.toml",
                 "[clickhouse]\nurl = \"http://file:8123\"\ndatabase = \"from_file\"\n",
@@ -192,6 +194,7 @@ mod tests {
     #[test]
     fn unrelated_leadlab_variables_are_ignored() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("LEADLAB_CH_PORT", "18123");
             jail.set_env("LEADLAB_CONFIG", "whatever.toml");
             assert!(Settings::load(None).is_ok());
@@ -202,6 +205,7 @@ mod tests {
     #[test]
     fn a_typo_in_the_file_is_an_error_not_a_silent_default() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.create_file("lab.toml", "[clickhouse]\nulr = \"http://x\"\n")?;
             let err = Settings::load(Some(Path::new("lab.toml"))).unwrap_err();
             assert!(err.to_string().contains("ulr"), "{err}");
@@ -211,7 +215,8 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_named() {
-        Jail::expect_with(|_| {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
             let err = Settings::load(Some(Path::new("nope.toml"))).unwrap_err();
             assert!(matches!(err, ConfigError::MissingFile(_)));
             Ok(())
@@ -221,6 +226,7 @@ mod tests {
     #[test]
     fn ttl_out_of_range_is_refused() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("LEADLAB_SCHEMA_SUBMISSIONS_TTL_DAYS", "0");
             let err = Settings::load(None).unwrap_err();
             assert!(err.to_string().contains("submissions_ttl_days"), "{err}");

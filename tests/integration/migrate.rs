@@ -1,0 +1,129 @@
+//! `lead-lab migrate` creates the schema once and is a no-op afterwards.
+
+use std::process::{Command, Output};
+
+use lead_lab::store::migrate::{MIGRATIONS, MigrationState, Migrator};
+
+use crate::support::TestDatabase;
+
+#[derive(Debug, PartialEq, clickhouse::Row, serde::Deserialize)]
+struct TableDdl {
+    name: String,
+    create_table_query: String,
+}
+
+async fn schema_of(db: &TestDatabase) -> Vec<TableDdl> {
+    db.client()
+        .query("SELECT name, create_table_query FROM system.tables WHERE database = ? ORDER BY name")
+        .bind(&db.name)
+        .fetch_all()
+        .await
+        .unwrap()
+}
+
+async fn recorded_versions(db: &TestDatabase) -> u64 {
+    db.client()
+        .query(&format!("SELECT count() FROM {}.schema_migrations", db.name))
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
+fn lead_lab_migrate(db: &TestDatabase, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lead-lab"))
+        .arg("migrate")
+        .args(extra)
+        .env("LEADLAB_CLICKHOUSE_URL", &db.stack.clickhouse.url)
+        .env("LEADLAB_CLICKHOUSE_USER", &db.stack.clickhouse.user)
+        .env("LEADLAB_CLICKHOUSE_PASSWORD", &db.stack.clickhouse.password)
+        .env("LEADLAB_CLICKHOUSE_DATABASE", &db.name)
+        .env_remove("LEADLAB_CONFIG")
+        .output()
+        .expect("the lead-lab binary runs")
+}
+
+#[tokio::test]
+async fn the_cli_migrates_a_fresh_database_and_a_second_run_changes_nothing() {
+    let db = TestDatabase::empty().await;
+
+    let first = lead_lab_migrate(&db, &[]);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(stdout.contains(&format!("{} applied now, 0 already applied", MIGRATIONS.len())), "{stdout}");
+    let schema_after_first = schema_of(&db).await;
+    let expected_tables = [
+        "ai_summaries",
+        "analysis_runs",
+        "lead_submissions",
+        "lead_submissions_mv",
+        "otel_logs",
+        "otel_metrics_exponential_histogram",
+        "otel_metrics_gauge",
+        "otel_metrics_histogram",
+        "otel_metrics_sum",
+        "otel_metrics_summary",
+        "otel_traces",
+        "otel_traces_trace_id_ts",
+        "otel_traces_trace_id_ts_mv",
+        "schema_migrations",
+    ];
+    let names: Vec<&str> = schema_after_first.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, expected_tables);
+
+    let second = lead_lab_migrate(&db, &[]);
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success());
+    assert!(stdout.contains(&format!("0 applied now, {} already applied", MIGRATIONS.len())), "{stdout}");
+    assert_eq!(schema_of(&db).await, schema_after_first);
+    assert_eq!(recorded_versions(&db).await, MIGRATIONS.len() as u64);
+}
+
+#[tokio::test]
+async fn dry_run_lists_pending_migrations_without_applying_them() {
+    let db = TestDatabase::empty().await;
+    let output = lead_lab_migrate(&db, &["--dry-run"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.matches("pending").count(), MIGRATIONS.len(), "{stdout}");
+    assert!(schema_of(&db).await.is_empty(), "dry run created tables");
+}
+
+#[tokio::test]
+async fn an_applied_migration_that_changed_is_refused() {
+    let db = TestDatabase::migrated().await;
+    db.client()
+        .query(&format!(
+            "INSERT INTO {}.schema_migrations (version, name, checksum) VALUES (1, 'otel_traces', 'edited')",
+            db.name
+        ))
+        .execute()
+        .await
+        .unwrap();
+    let client = db.client();
+    let err = Migrator::new(&client, db.target()).run().await.unwrap_err();
+    assert!(err.to_string().contains("must not change"), "{err}");
+
+    let output = lead_lab_migrate(&db, &[]);
+    assert_eq!(output.status.code(), Some(5), "exit code for a changed migration");
+}
+
+#[tokio::test]
+async fn status_reports_every_migration_applied_after_a_run() {
+    let db = TestDatabase::migrated().await;
+    let client = db.client();
+    let status = Migrator::new(&client, db.target()).status().await.unwrap();
+    assert_eq!(status.len(), MIGRATIONS.len());
+    assert!(status.iter().all(|(_, s)| *s == MigrationState::Applied));
+}
+
+#[tokio::test]
+async fn an_unreachable_clickhouse_exits_with_4() {
+    let output = Command::new(env!("CARGO_BIN_EXE_lead-lab"))
+        .arg("migrate")
+        .env("LEADLAB_CLICKHOUSE_URL", "http://127.0.0.1:9")
+        .env_remove("LEADLAB_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("error:"));
+}

@@ -1,0 +1,139 @@
+//! What every integration test needs: the stack's addresses, a fresh database per test,
+//! and polling for data that arrives asynchronously through the collector.
+
+use std::time::{Duration, Instant};
+
+use lead_lab::config::{ClickHouseSettings, Settings};
+use lead_lab::store::{self, migrate::Migrator, migrate::SchemaTarget};
+
+/// Addresses of the local stack, read from the same variables scripts/stack uses.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub clickhouse: ClickHouseSettings,
+    pub otlp_grpc: String,
+    pub otlp_http: String,
+}
+
+fn var(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+impl Stack {
+    pub fn from_env() -> Self {
+        let ch = format!(
+            "http://{}:{}",
+            var("LEADLAB_CH_HOST", "127.0.0.1"),
+            var("LEADLAB_CH_PORT", "8123")
+        );
+        let otlp_host = var("LEADLAB_OTLP_HOST", "127.0.0.1");
+        Self {
+            clickhouse: ClickHouseSettings {
+                url: ch,
+                user: var("LEADLAB_CH_USER", "default"),
+                password: var("LEADLAB_CH_PASSWORD", ""),
+                database: var("LEADLAB_CLICKHOUSE_DATABASE", "otel"),
+            },
+            otlp_grpc: format!(
+                "http://{otlp_host}:{}",
+                var("LEADLAB_OTLP_GRPC_PORT", "4317")
+            ),
+            otlp_http: format!(
+                "http://{otlp_host}:{}",
+                var("LEADLAB_OTLP_HTTP_PORT", "4318")
+            ),
+        }
+    }
+
+    /// The stack, after checking it answers: a test never passes by not talking to it.
+    pub async fn require() -> Self {
+        let stack = Self::from_env();
+        let ping = format!("{}/ping", stack.clickhouse.url);
+        let answer = reqwest::get(&ping).await.and_then(|r| r.error_for_status());
+        if let Err(err) = answer {
+            panic!(
+                "the local stack does not answer at {ping} ({err}); start it with `scripts/stack up` \
+                 (scripts/test does this for you)"
+            );
+        }
+        stack
+    }
+
+    /// A client with the crate's defaults (lz4, validation), as the service uses it.
+    pub fn client(&self) -> clickhouse::Client {
+        store::client(&self.clickhouse)
+    }
+}
+
+/// A database of its own for one test, with the whole schema migrated, dropped at the end.
+pub struct TestDatabase {
+    pub name: String,
+    pub stack: Stack,
+}
+
+impl TestDatabase {
+    pub async fn migrated() -> Self {
+        let db = Self::empty().await;
+        let client = db.stack.client();
+        Migrator::new(&client, db.target())
+            .run()
+            .await
+            .expect("migrations apply to a fresh database");
+        db
+    }
+
+    pub async fn empty() -> Self {
+        let stack = Stack::require().await;
+        let name = unique_name("test");
+        Self { name, stack }
+    }
+
+    pub fn target(&self) -> SchemaTarget {
+        let mut settings = Settings::default();
+        settings.clickhouse.database = self.name.clone();
+        SchemaTarget::from_settings(&settings).unwrap()
+    }
+
+    pub fn client(&self) -> clickhouse::Client {
+        self.stack.client()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let client = self.stack.client();
+        let sql = format!("DROP DATABASE IF EXISTS {}", self.name);
+        // Drop runs outside async context; a short-lived runtime on its own thread does
+        // the cleanup without blocking the test's runtime.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|rt| rt.block_on(client.query(&sql).execute()))
+        })
+        .join();
+    }
+}
+
+/// `prefix_<32 hex>`: a valid identifier and a value no other test run produces.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Polls `probe` until it returns Some, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
