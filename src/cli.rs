@@ -34,7 +34,13 @@ analyzer read them.\n\nStart the local stack (ClickHouse + collector, no Docker)
 )]
 pub struct Cli {
     /// TOML settings file; env vars override what it says (see the list below).
-    #[arg(long, short, global = true, env = "LEADLAB_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "LEADLAB_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -93,7 +99,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn migrate(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
-    let client = store::client(&settings.clickhouse);
+    let client = store::server_client(&settings.clickhouse);
     let target = SchemaTarget::from_settings(settings)?;
     let database = target.database.clone();
     let migrator = Migrator::new(&client, target);

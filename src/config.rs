@@ -134,7 +134,10 @@ impl Settings {
     fn check(&self) -> Result<(), ConfigError> {
         for (key, days) in [
             ("schema.telemetry_ttl_days", self.schema.telemetry_ttl_days),
-            ("schema.submissions_ttl_days", self.schema.submissions_ttl_days),
+            (
+                "schema.submissions_ttl_days",
+                self.schema.submissions_ttl_days,
+            ),
         ] {
             if !(1..=36_500).contains(&days) {
                 return Err(ConfigError::OutOfRange {

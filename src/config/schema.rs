@@ -124,7 +124,11 @@ mod tests {
         let doc = include_str!("../../docs/configuration.md");
         for s in SETTINGS {
             assert!(doc.contains(s.key), "docs/configuration.md lacks {}", s.key);
-            assert!(doc.contains(&s.env_var()), "docs/configuration.md lacks {}", s.env_var());
+            assert!(
+                doc.contains(&s.env_var()),
+                "docs/configuration.md lacks {}",
+                s.env_var()
+            );
         }
     }
 
@@ -135,7 +139,9 @@ mod tests {
             "clickhouse.url"
         );
         assert_eq!(
-            setting_for_env_suffix("schema_telemetry_ttl_days").unwrap().key,
+            setting_for_env_suffix("schema_telemetry_ttl_days")
+                .unwrap()
+                .key,
             "schema.telemetry_ttl_days"
         );
         assert!(setting_for_env_suffix("CH_PORT").is_none());

@@ -276,10 +276,10 @@ impl<'a> Migrator<'a> {
             .bind(migration.checksum())
             .execute()
             .await?;
-        tracing::info!(
+        tracing::debug!(
             version = migration.version,
             name = migration.name,
-            "migration applied"
+            "migration recorded"
         );
         Ok(())
     }
@@ -404,7 +404,10 @@ mod tests {
     #[test]
     fn an_unknown_placeholder_is_an_error() {
         let err = target().render(9, "CREATE TABLE ${NOPE}.t").unwrap_err();
-        assert!(matches!(err, MigrateError::UnknownPlaceholder { version: 9, .. }));
+        assert!(matches!(
+            err,
+            MigrateError::UnknownPlaceholder { version: 9, .. }
+        ));
     }
 
     #[test]

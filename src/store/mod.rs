@@ -4,10 +4,15 @@ pub mod migrate;
 
 use crate::config::ClickHouseSettings;
 
-/// A client for the configured server. It is not bound to a database: every statement
-/// this crate sends names its tables fully, so one client serves migrations (which
-/// create the database) and queries alike.
+/// A client bound to the configured database, for reads and inserts of this project's
+/// tables (the crate's `insert` takes a bare table name).
 pub fn client(settings: &ClickHouseSettings) -> clickhouse::Client {
+    server_client(settings).with_database(&settings.database)
+}
+
+/// A client not bound to any database, for statements that must work before the
+/// database exists (migrations name every table fully).
+pub fn server_client(settings: &ClickHouseSettings) -> clickhouse::Client {
     clickhouse::Client::default()
         .with_url(&settings.url)
         .with_user(&settings.user)
@@ -29,7 +34,9 @@ pub fn check_identifier(name: &str) -> Result<&str, InvalidIdentifier> {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("`{0}` is not a valid ClickHouse identifier (letters, digits and _, not starting with a digit, at most 64)")]
+#[error(
+    "`{0}` is not a valid ClickHouse identifier (letters, digits and _, not starting with a digit, at most 64)"
+)]
 pub struct InvalidIdentifier(pub String);
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ struct Reading {
     values: Vec<f64>,
 }
 
+/// Creates `<db>.readings`; returns its full name.
 async fn create_readings(db: &TestDatabase) -> String {
     let table = format!("{}.readings", db.name);
     let client = db.client();
@@ -53,9 +54,9 @@ fn reading(id: u64) -> Reading {
 async fn create_insert_select_round_trips_with_compression_and_validation() {
     let db = TestDatabase::empty().await;
     let table = create_readings(&db).await;
-    let client = db.client();
+    let client = db.bound_client();
     let rows: Vec<Reading> = (0..1000).map(reading).collect();
-    let mut insert = client.insert::<Reading>(&table).await.unwrap();
+    let mut insert = client.insert::<Reading>("readings").await.unwrap();
     for row in &rows {
         insert.write(row).await.unwrap();
     }
@@ -69,14 +70,20 @@ async fn create_insert_select_round_trips_with_compression_and_validation() {
     assert_eq!(back, rows);
 
     let by_source: Vec<(String, u64)> = client
-        .query(&format!("SELECT source, count() FROM {table} WHERE id >= ? GROUP BY source ORDER BY source"))
+        .query(&format!(
+            "SELECT source, count() FROM {table} WHERE id >= ? GROUP BY source ORDER BY source"
+        ))
         .bind(10)
         .fetch_all()
         .await
         .unwrap();
     assert_eq!(
         by_source,
-        vec![("source-0".into(), 330), ("source-1".into(), 330), ("source-2".into(), 330)]
+        vec![
+            ("source-0".into(), 330),
+            ("source-1".into(), 330),
+            ("source-2".into(), 330)
+        ]
     );
 }
 
@@ -86,9 +93,16 @@ async fn wrong_credentials_are_refused_with_code_516() {
     let mut settings = stack.clickhouse.clone();
     settings.password = format!("{}-wrong", settings.password);
     let client = lead_lab::store::client(&settings);
-    let err = client.query("SELECT 1").fetch_one::<u8>().await.unwrap_err();
+    let err = client
+        .query("SELECT 1")
+        .fetch_one::<u8>()
+        .await
+        .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("516") && text.contains("AUTHENTICATION_FAILED"), "{text}");
+    assert!(
+        text.contains("516") && text.contains("AUTHENTICATION_FAILED"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -101,7 +115,10 @@ async fn a_sql_error_returns_clickhouse_text_and_code() {
         .await
         .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("Code: 60") && text.contains("UNKNOWN_TABLE"), "{text}");
+    assert!(
+        text.contains("Code: 60") && text.contains("UNKNOWN_TABLE"),
+        "{text}"
+    );
 
     let err = stack.client().query("SELEC 1").execute().await.unwrap_err();
     assert!(err.to_string().contains("Code: 62"), "{err}");
@@ -112,13 +129,15 @@ async fn two_clients_inserting_concurrently_lose_no_rows() {
     let db = TestDatabase::empty().await;
     let table = create_readings(&db).await;
     let writers = (0..2u64).map(|writer| {
-        let client = db.client();
-        let table = table.clone();
+        let client = db.bound_client();
         tokio::spawn(async move {
             for batch in 0..10u64 {
-                let mut insert = client.insert::<Reading>(&table).await.unwrap();
+                let mut insert = client.insert::<Reading>("readings").await.unwrap();
                 for i in 0..500u64 {
-                    insert.write(&reading(writer * 1_000_000 + batch * 1000 + i)).await.unwrap();
+                    insert
+                        .write(&reading(writer * 1_000_000 + batch * 1000 + i))
+                        .await
+                        .unwrap();
                 }
                 insert.end().await.unwrap();
             }

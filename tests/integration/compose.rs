@@ -9,7 +9,9 @@ fn docker_compose_accepts_the_compose_file() {
         .args(["-f", "docker-compose.yml", "config", "--quiet"])
         .current_dir(root)
         .output()
-        .expect("docker-compose is not installed: `apt-get install docker-compose` (scripts/test does)");
+        .expect(
+            "docker-compose is not installed: `apt-get install docker-compose` (scripts/test does)",
+        );
     assert!(
         output.status.success(),
         "docker-compose config rejected docker-compose.yml:\n{}",
@@ -26,7 +28,14 @@ fn compose_runs_migrations_before_the_collector_and_the_service() {
         .output()
         .expect("docker-compose is installed");
     let config = String::from_utf8_lossy(&output.stdout);
-    for service in ["clickhouse:", "migrate:", "otel-collector:", "lead-lab:", "grafana:", "ollama:"] {
+    for service in [
+        "clickhouse:",
+        "migrate:",
+        "otel-collector:",
+        "lead-lab:",
+        "grafana:",
+        "ollama:",
+    ] {
         assert!(config.contains(service), "compose lacks service {service}");
     }
     assert!(config.contains("service_completed_successfully"));

@@ -14,7 +14,9 @@ struct TableDdl {
 
 async fn schema_of(db: &TestDatabase) -> Vec<TableDdl> {
     db.client()
-        .query("SELECT name, create_table_query FROM system.tables WHERE database = ? ORDER BY name")
+        .query(
+            "SELECT name, create_table_query FROM system.tables WHERE database = ? ORDER BY name",
+        )
         .bind(&db.name)
         .fetch_all()
         .await
@@ -23,7 +25,10 @@ async fn schema_of(db: &TestDatabase) -> Vec<TableDdl> {
 
 async fn recorded_versions(db: &TestDatabase) -> u64 {
     db.client()
-        .query(&format!("SELECT count() FROM {}.schema_migrations", db.name))
+        .query(&format!(
+            "SELECT count() FROM {}.schema_migrations",
+            db.name
+        ))
         .fetch_one()
         .await
         .unwrap()
@@ -48,8 +53,18 @@ async fn the_cli_migrates_a_fresh_database_and_a_second_run_changes_nothing() {
 
     let first = lead_lab_migrate(&db, &[]);
     let stdout = String::from_utf8_lossy(&first.stdout);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    assert!(stdout.contains(&format!("{} applied now, 0 already applied", MIGRATIONS.len())), "{stdout}");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{} applied now, 0 already applied",
+            MIGRATIONS.len()
+        )),
+        "{stdout}"
+    );
     let schema_after_first = schema_of(&db).await;
     let expected_tables = [
         "ai_summaries",
@@ -73,7 +88,13 @@ async fn the_cli_migrates_a_fresh_database_and_a_second_run_changes_nothing() {
     let second = lead_lab_migrate(&db, &[]);
     let stdout = String::from_utf8_lossy(&second.stdout);
     assert!(second.status.success());
-    assert!(stdout.contains(&format!("0 applied now, {} already applied", MIGRATIONS.len())), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "0 applied now, {} already applied",
+            MIGRATIONS.len()
+        )),
+        "{stdout}"
+    );
     assert_eq!(schema_of(&db).await, schema_after_first);
     assert_eq!(recorded_versions(&db).await, MIGRATIONS.len() as u64);
 }
@@ -82,9 +103,17 @@ async fn the_cli_migrates_a_fresh_database_and_a_second_run_changes_nothing() {
 async fn dry_run_lists_pending_migrations_without_applying_them() {
     let db = TestDatabase::empty().await;
     let output = lead_lab_migrate(&db, &["--dry-run"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(stdout.matches("pending").count(), MIGRATIONS.len(), "{stdout}");
+    assert_eq!(
+        stdout.matches("pending").count(),
+        MIGRATIONS.len(),
+        "{stdout}"
+    );
     assert!(schema_of(&db).await.is_empty(), "dry run created tables");
 }
 
@@ -104,7 +133,11 @@ async fn an_applied_migration_that_changed_is_refused() {
     assert!(err.to_string().contains("must not change"), "{err}");
 
     let output = lead_lab_migrate(&db, &[]);
-    assert_eq!(output.status.code(), Some(5), "exit code for a changed migration");
+    assert_eq!(
+        output.status.code(),
+        Some(5),
+        "exit code for a changed migration"
+    );
 }
 
 #[tokio::test]

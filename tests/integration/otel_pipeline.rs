@@ -13,7 +13,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
-use crate::support::{Stack, eventually, unique_name};
+use crate::support::{Stack, eventually, logged, unique_name};
 
 const ARRIVAL: Duration = Duration::from_secs(30);
 
@@ -36,7 +36,11 @@ fn tracer_provider(stack: &Stack, service: &str, transport: Transport) -> SdkTra
     }
     .expect("span exporter builds");
     SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name(service.to_owned()).build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_owned())
+                .build(),
+        )
         .with_batch_exporter(exporter)
         .build()
 }
@@ -109,7 +113,7 @@ async fn arrived_submissions(stack: &Stack, service: &str, expected: usize) -> V
     eventually("all lead.submit spans in lead_submissions", ARRIVAL, || {
         let query = client.query(&sql).bind(service);
         async move {
-            let rows: Vec<Submission> = query.fetch_all().await.ok()?;
+            let rows: Vec<Submission> = logged(query.fetch_all().await)?;
             (rows.len() >= expected).then_some(rows)
         }
     })
@@ -125,7 +129,10 @@ async fn assert_spans_become_submissions(transport: Transport) {
 
     let arrived = arrived_submissions(&stack, &service, sent.len()).await;
     sent.sort();
-    assert_eq!(arrived, sent, "every span arrives once, with its attributes");
+    assert_eq!(
+        arrived, sent,
+        "every span arrives once, with its attributes"
+    );
 
     let spans: u64 = stack
         .client()
@@ -169,7 +176,11 @@ async fn sums_and_histograms_land_in_the_metrics_tables_with_their_values() {
         .build()
         .unwrap();
     let provider = SdkMeterProvider::builder()
-        .with_resource(Resource::builder().with_service_name(service.clone()).build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.clone())
+                .build(),
+        )
         .with_periodic_exporter(exporter)
         .build();
     let meter = provider.meter("lead-lab-tests");
@@ -199,22 +210,24 @@ async fn sums_and_histograms_land_in_the_metrics_tables_with_their_values() {
     );
     let total = eventually("the counter in otel_metrics_sum", ARRIVAL, || {
         let query = client.query(&sum_sql).bind(&service);
-        async move { query.fetch_optional::<f64>().await.ok().flatten() }
+        async move { logged(query.fetch_optional::<f64>().await).flatten() }
     })
     .await;
     assert_eq!(total, 7.0);
 
     let histogram_sql = format!(
-        "SELECT Count, Sum, BucketCounts, ExplicitBounds, Attributes['source'] \
+        "SELECT Count AS count, Sum AS sum, BucketCounts AS bucket_counts, \
+         ExplicitBounds AS explicit_bounds, Attributes['source'] AS source \
          FROM {db}.otel_metrics_histogram \
          WHERE ServiceName = ? AND MetricName = 'leads.submission.duration' \
          ORDER BY TimeUnix DESC LIMIT 1"
     );
-    let point: HistogramPoint = eventually("the histogram in otel_metrics_histogram", ARRIVAL, || {
-        let query = client.query(&histogram_sql).bind(&service);
-        async move { query.fetch_optional().await.ok().flatten() }
-    })
-    .await;
+    let point: HistogramPoint =
+        eventually("the histogram in otel_metrics_histogram", ARRIVAL, || {
+            let query = client.query(&histogram_sql).bind(&service);
+            async move { logged(query.fetch_optional().await).flatten() }
+        })
+        .await;
     assert_eq!(point.count, 4);
     assert!((point.sum - 2.625).abs() < 1e-9, "sum {}", point.sum);
     assert_eq!(point.explicit_bounds, vec![0.01, 0.1, 1.0]);

@@ -58,9 +58,14 @@ impl Stack {
         stack
     }
 
-    /// A client with the crate's defaults (lz4, validation), as the service uses it.
+    /// A client with the crate's defaults (lz4, validation), bound to the stack's database.
     pub fn client(&self) -> clickhouse::Client {
         store::client(&self.clickhouse)
+    }
+
+    /// The same, bound to no database.
+    pub fn server_client(&self) -> clickhouse::Client {
+        store::server_client(&self.clickhouse)
     }
 }
 
@@ -73,7 +78,7 @@ pub struct TestDatabase {
 impl TestDatabase {
     pub async fn migrated() -> Self {
         let db = Self::empty().await;
-        let client = db.stack.client();
+        let client = db.client();
         Migrator::new(&client, db.target())
             .run()
             .await
@@ -93,14 +98,20 @@ impl TestDatabase {
         SchemaTarget::from_settings(&settings).unwrap()
     }
 
+    /// Not bound to the database (it may not exist yet); statements name tables fully.
     pub fn client(&self) -> clickhouse::Client {
-        self.stack.client()
+        self.stack.server_client()
+    }
+
+    /// Bound to this database, for the crate's `insert`, which takes a bare table name.
+    pub fn bound_client(&self) -> clickhouse::Client {
+        self.client().with_database(&self.name)
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let client = self.stack.client();
+        let client = self.client();
         let sql = format!("DROP DATABASE IF EXISTS {}", self.name);
         // Drop runs outside async context; a short-lived runtime on its own thread does
         // the cleanup without blocking the test's runtime.
@@ -136,4 +147,11 @@ where
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// For probes: an error is worth seeing in the test output, then retrying.
+pub fn logged<T, E: std::fmt::Display>(result: Result<T, E>) -> Option<T> {
+    result
+        .map_err(|err| eprintln!("probe failed (will retry): {err}"))
+        .ok()
 }
