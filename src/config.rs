@@ -11,8 +11,15 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub mod schema;
+pub mod service;
+pub mod sources;
 
 pub use schema::{SETTINGS, SettingDoc};
+pub use service::{
+    DeliveryKind, DeliverySettings, HttpSettings, IngestSettings, OtelSettings, OtlpProtocol,
+    RateLimitSettings, UnknownFields,
+};
+pub use sources::{FormSettings, KeyRole, KeySettings, SourceSettings};
 
 /// The prefix of every environment variable this program reads.
 pub const ENV_PREFIX: &str = "LEADLAB_";
@@ -33,6 +40,13 @@ pub struct Settings {
     pub clickhouse: ClickHouseSettings,
     pub schema: SchemaSettings,
     pub log: LogSettings,
+    pub http: HttpSettings,
+    pub otel: OtelSettings,
+    pub ingest: IngestSettings,
+    pub delivery: DeliverySettings,
+    pub rate_limit: RateLimitSettings,
+    pub sources: Vec<SourceSettings>,
+    pub forms: Vec<FormSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +146,7 @@ impl Settings {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        self.check_service()?;
         for (key, days) in [
             ("schema.telemetry_ttl_days", self.schema.telemetry_ttl_days),
             (
@@ -149,11 +164,37 @@ impl Settings {
         Ok(())
     }
 
+    fn check_service(&self) -> Result<(), ConfigError> {
+        let fail = |key, reason: String| Err(ConfigError::OutOfRange { key, reason });
+        if self.ingest.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            return fail(
+                "ingest.time_zone",
+                format!("`{}` is not an IANA time zone", self.ingest.time_zone),
+            );
+        }
+        if self.delivery.kind == DeliveryKind::Webhook && self.delivery.url.is_empty() {
+            return fail("delivery.url", "required when delivery.kind = webhook".into());
+        }
+        if self.delivery.max_attempts == 0 {
+            return fail("delivery.max_attempts", "must be at least 1".into());
+        }
+        if self.http.batch_max_leads == 0 || self.http.max_body_bytes == 0 {
+            return fail("http", "batch_max_leads and max_body_bytes must be positive".into());
+        }
+        sources::check(&self.sources, &self.forms, &self.rate_limit)
+            .map_err(|reason| ConfigError::OutOfRange { key: "sources", reason })
+    }
+
     /// The effective settings as TOML, with secrets replaced so it can be printed.
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
-        if !shown.clickhouse.password.is_empty() {
-            shown.clickhouse.password = "<redacted>".into();
+        for secret in [
+            &mut shown.clickhouse.password,
+            &mut shown.ingest.submitter_secret,
+        ] {
+            if !secret.is_empty() {
+                *secret = "<redacted>".into();
+            }
         }
         toml::to_string_pretty(&shown).expect("settings always serialize to TOML")
     }

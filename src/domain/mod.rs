@@ -1,0 +1,1 @@
+//! Lead domain types (being written).
