@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, ConfigError, Settings};
+use crate::http::{Application, ServeError};
 use crate::store::{
     self,
     migrate::{MigrateError, MigrationState, Migrator, SchemaTarget},
@@ -19,7 +20,8 @@ Exit codes:
   2  invalid command line
   3  invalid configuration
   4  ClickHouse unreachable or refused the credentials
-  5  a schema migration failed or an applied migration was changed";
+  5  a schema migration failed or an applied migration was changed
+  6  the service cannot listen on its address (port taken?)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +61,22 @@ pub enum Command {
         #[arg(long, env = "LEADLAB_MIGRATE_DRY_RUN")]
         dry_run: bool,
     },
+    /// Run the lead submission service (HTTP API, telemetry export).
+    ///
+    /// Listens on http.listen; every submission attempt becomes a `lead.submit` span and
+    /// metric points exported to the OTel collector at otel.endpoint. SIGTERM or Ctrl-C
+    /// stops accepting, lets in-flight requests finish and flushes telemetry.
+    Serve {
+        /// Listen address; overrides http.listen.
+        #[arg(long, env = "LEADLAB_HTTP_LISTEN", value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Print the SHA-256 of an API key, the form `[[sources.keys]] sha256` takes.
+    HashKey {
+        /// The key to hash (read from the environment to keep it out of shell history).
+        #[arg(env = "LEADLAB_KEY_TO_HASH", hide_env_values = true)]
+        key: String,
+    },
     /// Print the effective settings (defaults + file + env) as TOML, secrets redacted.
     Config,
 }
@@ -88,6 +106,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate { dry_run } => runtime()?.block_on(migrate(&settings, dry_run)),
+        Command::Serve { listen } => {
+            let mut settings = settings;
+            if let Some(listen) = listen {
+                settings.http.listen = listen;
+            }
+            runtime()?.block_on(serve(settings))
+        }
+        Command::HashKey { key } => {
+            println!("{}", crate::ingest::hash_key(&key));
+            Ok(())
+        }
     }
 }
 
@@ -126,9 +155,42 @@ async fn migrate(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    tracing::info!(address = %app.address(), "lead-lab serving; API docs at /docs");
+    app.run_until(shutdown_signal()).await?;
+    tracing::info!("stopped; telemetry flushed");
+    Ok(())
+}
+
+/// Resolves on SIGTERM (service managers) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
 fn exit_code_for(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<ConfigError>().is_some() {
         return 3;
+    }
+    if let Some(ServeError::Bind { .. }) = err.downcast_ref::<ServeError>() {
+        return 6;
     }
     match err.downcast_ref::<MigrateError>() {
         Some(MigrateError::Bookkeeping(_)) => 4,

@@ -5,5 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod http;
+pub mod ingest;
 pub mod store;
 pub mod telemetry;

@@ -1,0 +1,117 @@
+//! The ingest endpoints. Handlers only translate: the pipeline decides.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem::http::HeaderMap;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi, Tags};
+
+use super::body::{Documented, Unparsed};
+use super::replies::{BatchReply, BatchResponse, SubmitResponse};
+use crate::ingest::{Ingest, auth::presented_key};
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Submitting leads.
+    Leads,
+}
+
+/// A lead posted as JSON. Unknown fields are rejected (or ignored, per
+/// `ingest.unknown_fields`).
+#[derive(Debug, Object)]
+pub struct LeadRequest {
+    /// 1–200 characters.
+    pub name: String,
+    /// A syntactically valid address; it is never stored in telemetry.
+    pub email: String,
+    /// E.164-ish: `+` and 8–15 digits (spaces, dashes, dots and brackets are ignored).
+    pub phone: Option<String>,
+    pub company: Option<String>,
+    /// A configured source name; the API key must belong to it.
+    pub source: String,
+    /// The page path the lead was captured on, e.g. `/pricing` (no query string).
+    pub page: String,
+    /// Whether the person consented; required `true` by sources configured so.
+    pub consent: bool,
+    pub utm: Option<UtmRequest>,
+    /// RFC 3339 event time; only keys with the `simulator` role may state it.
+    pub submitted_at: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct UtmRequest {
+    pub source: Option<String>,
+    pub medium: Option<String>,
+    pub campaign: Option<String>,
+}
+
+/// Up to `http.batch_max_leads` leads.
+#[derive(Debug, Object)]
+pub struct BatchRequest {
+    pub leads: Vec<LeadRequest>,
+}
+
+/// An HTML form post; source and page come from the form's configuration.
+#[derive(Debug, Object)]
+pub struct FormRequest {
+    pub name: String,
+    pub email: String,
+    pub phone: Option<String>,
+    pub company: Option<String>,
+    /// `on`, `true`, `1` or `yes`; absent means no consent.
+    pub consent: Option<String>,
+    pub utm_source: Option<String>,
+    pub utm_medium: Option<String>,
+    pub utm_campaign: Option<String>,
+}
+
+impl Documented for LeadRequest {
+    const MEDIA_TYPE: &'static str = "application/json";
+}
+
+impl Documented for BatchRequest {
+    const MEDIA_TYPE: &'static str = "application/json";
+}
+
+impl Documented for FormRequest {
+    const MEDIA_TYPE: &'static str = "application/x-www-form-urlencoded";
+}
+
+pub struct LeadsApi;
+
+/// Authenticate with `Authorization: Bearer KEY` or `X-Api-Key: KEY`.
+#[OpenApi(prefix_path = "/v1", tag = "ApiTags::Leads")]
+impl LeadsApi {
+    /// Submit one lead as JSON.
+    #[oai(path = "/leads", method = "post")]
+    async fn submit(&self, ingest: Data<&Arc<Ingest>>, headers: &HeaderMap, body: Unparsed<LeadRequest>) -> SubmitResponse {
+        let verdict = ingest.submit_lead(presented_key(headers), body.body).await;
+        SubmitResponse::from_verdict(&verdict)
+    }
+
+    /// Submit an HTML form (`application/x-www-form-urlencoded`) configured under `form_id`.
+    #[oai(path = "/forms/:form_id", method = "post")]
+    async fn submit_form(
+        &self,
+        ingest: Data<&Arc<Ingest>>,
+        headers: &HeaderMap,
+        form_id: Path<String>,
+        body: Unparsed<FormRequest>,
+    ) -> SubmitResponse {
+        let verdict = ingest
+            .submit_form(&form_id, presented_key(headers), body.body)
+            .await;
+        SubmitResponse::from_verdict(&verdict)
+    }
+
+    /// Submit several leads in one request; each gets its own result and span.
+    #[oai(path = "/leads/batch", method = "post")]
+    async fn submit_batch(&self, ingest: Data<&Arc<Ingest>>, headers: &HeaderMap, body: Unparsed<BatchRequest>) -> BatchResponse {
+        match ingest.submit_batch(presented_key(headers), body.body).await {
+            Ok(verdicts) => BatchResponse::Ok(Json(BatchReply::new(&verdicts))),
+            Err(verdict) => BatchResponse::failure(&verdict),
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `lead-lab serve`: the poem application, its routes and its lifecycle.
+
+mod body;
+mod health;
+mod leads;
+mod replies;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::{EndpointExt, Route, Server};
+use poem_openapi::OpenApiService;
+
+pub use body::BodyLimit;
+pub use replies::{BatchReply, SubmissionReply};
+
+use crate::config::Settings;
+use crate::ingest::{Ingest, IngestError, setup::dedup_window};
+use crate::telemetry::{LeadMetrics, ServerSpans, Telemetry, TelemetryError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("the server stopped with an error: {0}")]
+    Server(#[from] std::io::Error),
+}
+
+/// A built service, bound to its port, not yet serving.
+pub struct Application {
+    acceptor: TcpAcceptor,
+    address: SocketAddr,
+    ingest: Arc<Ingest>,
+    telemetry: Telemetry,
+    settings: Settings,
+}
+
+impl Application {
+    /// Sets up telemetry, the pipeline (with its dedup index warmed from ClickHouse)
+    /// and the listening socket. Must run inside a tokio runtime.
+    pub async fn build(settings: Settings) -> Result<Self, ServeError> {
+        let telemetry = Telemetry::init(&settings.otel)?;
+        let metrics = LeadMetrics::new(&telemetry.meter(), telemetry.export_failures());
+        let ingest = Arc::new(Ingest::new(&settings, telemetry.tracer(), metrics)?);
+        warm_dedup(&ingest, &settings).await;
+        let listen = settings.http.listen.clone();
+        let acceptor = TcpListener::bind(listen.clone())
+            .into_acceptor()
+            .await
+            .map_err(|source| ServeError::Bind { addr: listen.clone(), source })?;
+        let address = acceptor
+            .local_addr()
+            .first()
+            .and_then(|addr| addr.as_socket_addr().copied())
+            .ok_or_else(|| ServeError::Bind {
+                addr: listen,
+                source: std::io::Error::other("no local address"),
+            })?;
+        Ok(Self {
+            acceptor,
+            address,
+            ingest,
+            telemetry,
+            settings,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Serves until `shutdown` resolves, lets in-flight requests finish (up to the
+    /// grace period), then flushes telemetry.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+        let grace = Duration::from_secs(self.settings.http.shutdown_grace_secs);
+        let app = routes(&self.settings, self.ingest, &self.telemetry);
+        let served = Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(grace))
+            .await;
+        self.telemetry.shutdown().await;
+        served.map_err(ServeError::from)
+    }
+}
+
+/// The whole HTTP surface: the API, its OpenAPI spec and Swagger UI.
+fn routes(settings: &Settings, ingest: Arc<Ingest>, telemetry: &Telemetry) -> impl poem::Endpoint + use<> {
+    let api = api_service(telemetry.exporting(), telemetry.export_failures());
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    Route::new()
+        .nest("/", api)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .data(ingest)
+        .data(BodyLimit(settings.http.max_body_bytes))
+        .with(ServerSpans::new(telemetry.tracer(), &telemetry.meter()))
+}
+
+fn api_service(
+    exporting: bool,
+    failures: crate::telemetry::ExportFailures,
+) -> OpenApiService<(leads::LeadsApi, health::HealthApi), ()> {
+    let health = health::HealthApi { exporting, failures };
+    OpenApiService::new((leads::LeadsApi, health), "lead-lab", env!("CARGO_PKG_VERSION"))
+        .description(
+            "Lead submission API. Every attempt, accepted or not, is answered with the same \
+             JSON shape and recorded as an OpenTelemetry `lead.submit` span.",
+        )
+}
+
+/// The OpenAPI document, as served at /openapi.json.
+pub fn openapi_spec() -> String {
+    api_service(true, Default::default()).spec()
+}
+
+async fn warm_dedup(ingest: &Ingest, settings: &Settings) {
+    let client = crate::store::client(&settings.clickhouse);
+    match ingest.warm_dedup(&client, dedup_window(settings)).await {
+        Ok(count) => tracing::info!(count, "dedup index warmed from lead_submissions"),
+        Err(err) => tracing::warn!(
+            error = %err,
+            "dedup index starts empty: duplicates of leads accepted before this start will not be caught"
+        ),
+    }
+}

@@ -1,0 +1,172 @@
+//! Which source a request speaks for: API keys are looked up by their SHA-256, so the
+//! service never holds a key itself, only the hashes from config.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{KeyRole, RateLimitSettings, SourceSettings};
+use crate::domain::Reason;
+
+/// A configured source as the pipeline needs it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub enabled: bool,
+    pub require_consent: bool,
+}
+
+/// The client behind a valid key.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// `lead.client_id`: names the key, never reveals it.
+    pub id: String,
+    pub source: String,
+    pub simulator: bool,
+    pub limit: RateLimitSettings,
+}
+
+#[derive(Debug)]
+pub struct SourceRegistry {
+    sources: HashMap<String, Source>,
+    clients_by_key_hash: HashMap<String, Client>,
+}
+
+/// Hex SHA-256 of an API key, as config stores it (`lead-lab hash-key`).
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// The key a request presents: `Authorization: Bearer KEY` or `X-Api-Key: KEY`.
+pub fn presented_key(headers: &poem::http::HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+}
+
+impl SourceRegistry {
+    pub fn new(sources: &[SourceSettings], default_limit: RateLimitSettings) -> Self {
+        let mut clients_by_key_hash = HashMap::new();
+        for source in sources {
+            for key in &source.keys {
+                let client = Client {
+                    id: key.id.clone(),
+                    source: source.name.clone(),
+                    simulator: key.roles.contains(&KeyRole::Simulator),
+                    limit: key.rate_limit.unwrap_or(default_limit),
+                };
+                clients_by_key_hash.insert(key.sha256.to_ascii_lowercase(), client);
+            }
+        }
+        let sources = sources
+            .iter()
+            .map(|s| {
+                let source = Source {
+                    name: s.name.clone(),
+                    enabled: s.enabled,
+                    require_consent: s.require_consent,
+                };
+                (s.name.clone(), source)
+            })
+            .collect();
+        Self {
+            sources,
+            clients_by_key_hash,
+        }
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.get(name)
+    }
+
+    /// Checks the presented key against the source the lead claims to come from.
+    /// A valid key of *another* source is its own reason: it is the classic
+    /// misconfiguration (a site deployed with a sibling's key), not an attack.
+    pub fn authenticate(&self, key: Option<&str>, claimed_source: &str) -> Result<&Client, Reason> {
+        let client = key
+            .and_then(|key| self.clients_by_key_hash.get(&hash_key(key)))
+            .ok_or(Reason::Unauthorized)?;
+        if client.source != claimed_source {
+            return Err(Reason::SourceKeyMismatch);
+        }
+        match self.sources.get(&client.source) {
+            Some(source) if source.enabled => Ok(client),
+            _ => Err(Reason::SourceDisabled),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeySettings;
+
+    fn registry() -> SourceRegistry {
+        let source = |name: &str, enabled: bool, key: &str| SourceSettings {
+            name: name.into(),
+            enabled,
+            require_consent: false,
+            keys: vec![KeySettings {
+                id: format!("{name}-key"),
+                sha256: hash_key(key),
+                roles: vec![],
+                rate_limit: None,
+            }],
+        };
+        SourceRegistry::new(
+            &[source("quiz", true, "quiz-secret"), source("qr_code", false, "qr-secret")],
+            RateLimitSettings::default(),
+        )
+    }
+
+    #[test]
+    fn a_valid_key_for_the_claimed_source_is_accepted() {
+        let registry = registry();
+        let client = registry.authenticate(Some("quiz-secret"), "quiz").unwrap();
+        assert_eq!(client.id, "quiz-key");
+    }
+
+    #[test]
+    fn missing_or_unknown_keys_are_unauthorized() {
+        let registry = registry();
+        assert_eq!(registry.authenticate(None, "quiz").unwrap_err(), Reason::Unauthorized);
+        assert_eq!(
+            registry.authenticate(Some("guess"), "quiz").unwrap_err(),
+            Reason::Unauthorized
+        );
+    }
+
+    #[test]
+    fn another_sources_key_is_a_mismatch_not_unauthorized() {
+        let registry = registry();
+        assert_eq!(
+            registry.authenticate(Some("quiz-secret"), "qr_code").unwrap_err(),
+            Reason::SourceKeyMismatch
+        );
+    }
+
+    #[test]
+    fn a_disabled_source_is_refused_even_with_its_own_key() {
+        let registry = registry();
+        assert_eq!(
+            registry.authenticate(Some("qr-secret"), "qr_code").unwrap_err(),
+            Reason::SourceDisabled
+        );
+    }
+
+    #[test]
+    fn keys_come_from_bearer_or_x_api_key() {
+        let mut headers = poem::http::HeaderMap::new();
+        headers.insert("authorization", "Bearer abc".parse().unwrap());
+        assert_eq!(presented_key(&headers), Some("abc"));
+        let mut headers = poem::http::HeaderMap::new();
+        headers.insert("x-api-key", " def ".parse().unwrap());
+        assert_eq!(presented_key(&headers), Some("def"));
+        assert_eq!(presented_key(&poem::http::HeaderMap::new()), None);
+    }
+}

@@ -1,0 +1,194 @@
+//! Duplicate detection: the same submitter (by hash) for the same source and page within
+//! a window. A lead in flight holds a reservation, so an impatient double-click is a
+//! duplicate even before the first one finished; a lead whose delivery failed releases
+//! its reservation, so the submitter's retry is not mistaken for a duplicate.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::SubmitterHash;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DedupKey {
+    pub submitter: SubmitterHash,
+    pub source: String,
+    pub page: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Entry {
+    InFlight(DateTime<Utc>),
+    Accepted(DateTime<Utc>),
+}
+
+impl Entry {
+    fn at(self) -> DateTime<Utc> {
+        match self {
+            Entry::InFlight(at) | Entry::Accepted(at) => at,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct DedupIndex {
+    window: chrono::Duration,
+    entries: Mutex<HashMap<DedupKey, Entry>>,
+    /// Expired entries are swept every this many insertions, bounding memory to roughly
+    /// one window of distinct submitters.
+    sweep_every: usize,
+    inserts: Mutex<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duplicate;
+
+impl DedupIndex {
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window: chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX),
+            entries: Mutex::default(),
+            sweep_every: 10_000,
+            inserts: Mutex::new(0),
+        }
+    }
+
+    /// Claims `key` at `at` unless an accepted or in-flight lead holds it within the window.
+    pub fn reserve(&self, key: &DedupKey, at: DateTime<Utc>) -> Result<(), Duplicate> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = entries.get(key) {
+            if (at - existing.at()).abs() < self.window {
+                return Err(Duplicate);
+            }
+        }
+        entries.insert(key.clone(), Entry::InFlight(at));
+        drop(entries);
+        self.maybe_sweep(at);
+        Ok(())
+    }
+
+    /// The reserved lead was accepted: it now blocks duplicates for the whole window.
+    pub fn confirm(&self, key: &DedupKey) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = entries.get_mut(key) {
+            *entry = Entry::Accepted(entry.at());
+        }
+    }
+
+    /// The reserved lead was not accepted (delivery failed): the submitter may retry.
+    pub fn release(&self, key: &DedupKey) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(entries.get(key), Some(Entry::InFlight(_))) {
+            entries.remove(key);
+        }
+    }
+
+    /// Records leads accepted before this process started (read back from ClickHouse).
+    pub fn warm(&self, accepted: impl IntoIterator<Item = (DedupKey, DateTime<Utc>)>) -> usize {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let before = entries.len();
+        for (key, at) in accepted {
+            let newer = entries.get(&key).is_none_or(|e| e.at() < at);
+            if newer {
+                entries.insert(key, Entry::Accepted(at));
+            }
+        }
+        entries.len() - before
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn maybe_sweep(&self, now: DateTime<Utc>) {
+        let mut inserts = self.inserts.lock().unwrap_or_else(|e| e.into_inner());
+        *inserts += 1;
+        if *inserts % self.sweep_every != 0 {
+            return;
+        }
+        drop(inserts);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, entry| (now - entry.at()).abs() < self.window);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Email, SubmitterHasher};
+
+    fn key(email: &str, page: &str) -> DedupKey {
+        let hasher = SubmitterHasher::new("test-secret");
+        DedupKey {
+            submitter: hasher.hash(&Email::parse(email).unwrap()),
+            source: "quiz".into(),
+            page: page.into(),
+        }
+    }
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    fn index() -> DedupIndex {
+        DedupIndex::new(Duration::from_secs(600))
+    }
+
+    #[test]
+    fn the_same_submitter_source_and_page_within_the_window_is_a_duplicate() {
+        let dedup = index();
+        let k = key("ann@example.com", "/pricing");
+        dedup.reserve(&k, t(0)).unwrap();
+        dedup.confirm(&k);
+        assert_eq!(dedup.reserve(&k, t(599)), Err(Duplicate));
+        assert!(dedup.reserve(&k, t(600)).is_ok(), "window elapsed");
+    }
+
+    #[test]
+    fn another_page_or_submitter_is_not_a_duplicate() {
+        let dedup = index();
+        dedup.reserve(&key("ann@example.com", "/pricing"), t(0)).unwrap();
+        assert!(dedup.reserve(&key("ann@example.com", "/checkout"), t(1)).is_ok());
+        assert!(dedup.reserve(&key("bob@example.com", "/pricing"), t(1)).is_ok());
+    }
+
+    #[test]
+    fn an_in_flight_lead_blocks_a_double_click() {
+        let dedup = index();
+        let k = key("ann@example.com", "/pricing");
+        dedup.reserve(&k, t(0)).unwrap();
+        assert_eq!(dedup.reserve(&k, t(0)), Err(Duplicate));
+    }
+
+    #[test]
+    fn a_released_reservation_lets_the_retry_through() {
+        let dedup = index();
+        let k = key("ann@example.com", "/pricing");
+        dedup.reserve(&k, t(0)).unwrap();
+        dedup.release(&k);
+        assert!(dedup.reserve(&k, t(5)).is_ok());
+    }
+
+    #[test]
+    fn warmed_entries_block_duplicates_after_a_restart() {
+        let dedup = index();
+        let k = key("ann@example.com", "/pricing");
+        assert_eq!(dedup.warm([(k.clone(), t(0))]), 1);
+        assert_eq!(dedup.reserve(&k, t(10)), Err(Duplicate));
+    }
+
+    #[test]
+    fn expired_entries_are_swept() {
+        let mut dedup = index();
+        dedup.sweep_every = 2;
+        dedup.reserve(&key("a@example.com", "/p"), t(0)).unwrap();
+        dedup.reserve(&key("b@example.com", "/p"), t(10_000)).unwrap();
+        assert_eq!(dedup.len(), 1);
+    }
+}

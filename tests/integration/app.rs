@@ -1,0 +1,240 @@
+//! A lead-lab service started in-process on port 0 against the local stack, with its
+//! own service name (so its telemetry is told apart in the shared `otel` tables), its
+//! own keys and, when a test needs one, a fake CRM.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use lead_lab::config::{
+    DeliveryKind, FormSettings, KeyRole, KeySettings, RateLimitSettings, Settings, SourceSettings,
+};
+use lead_lab::http::Application;
+use lead_lab::ingest::hash_key;
+use poem::listener::{Acceptor, Listener};
+use poem::web::{Data, Json};
+use poem::{EndpointExt, Route, handler, post};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::support::{Stack, unique_name};
+
+/// API keys of the test sources; each app gets fresh ones.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub web_form: String,
+    pub quiz: String,
+    pub partner: String,
+    pub simulator: String,
+    pub qr_code: String,
+    pub limited: String,
+}
+
+impl Keys {
+    fn fresh() -> Self {
+        let key = |name: &str| unique_name(name);
+        Self {
+            web_form: key("wf"),
+            quiz: key("quiz"),
+            partner: key("partner"),
+            simulator: key("sim"),
+            qr_code: key("qr"),
+            limited: key("limited"),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub service: String,
+    pub keys: Keys,
+    pub settings: Settings,
+    pub stack: Stack,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    serving: Option<JoinHandle<()>>,
+}
+
+fn key_settings(id: &str, key: &str, roles: Vec<KeyRole>, rate_limit: Option<RateLimitSettings>) -> KeySettings {
+    KeySettings {
+        id: id.into(),
+        sha256: hash_key(key),
+        roles,
+        rate_limit,
+    }
+}
+
+fn source(name: &str, require_consent: bool, enabled: bool, keys: Vec<KeySettings>) -> SourceSettings {
+    SourceSettings {
+        name: name.into(),
+        enabled,
+        require_consent,
+        keys,
+    }
+}
+
+/// Settings of a test app: four sources (one disabled), one form, a tightly limited key.
+pub fn test_settings(stack: &Stack, keys: &Keys) -> Settings {
+    let mut settings = Settings::default();
+    settings.clickhouse = stack.clickhouse.clone();
+    settings.http.listen = "127.0.0.1:0".into();
+    settings.http.batch_max_leads = 10;
+    settings.http.max_body_bytes = 16 * 1024;
+    settings.otel.endpoint = stack.otlp_grpc.clone();
+    settings.otel.service_name = unique_name("lead-lab-test");
+    settings.otel.scheduled_delay_ms = 100;
+    settings.otel.metrics_interval_ms = 500;
+    settings.ingest.submitter_secret = unique_name("secret");
+    settings.rate_limit = RateLimitSettings {
+        burst: 1_000,
+        per_second: 1_000.0,
+    };
+    let tight = RateLimitSettings {
+        burst: 2,
+        per_second: 0.001,
+    };
+    settings.sources = vec![
+        source("web_form", true, true, vec![key_settings("web_form-site", &keys.web_form, vec![], None)]),
+        source(
+            "quiz",
+            false,
+            true,
+            vec![
+                key_settings("quiz-app", &keys.quiz, vec![], None),
+                key_settings("quiz-bot", &keys.limited, vec![], Some(tight)),
+            ],
+        ),
+        source(
+            "partner_api",
+            false,
+            true,
+            vec![
+                key_settings("partner-main", &keys.partner, vec![], None),
+                key_settings("partner-sim", &keys.simulator, vec![KeyRole::Simulator], None),
+            ],
+        ),
+        source("qr_code", false, false, vec![key_settings("qr-poster", &keys.qr_code, vec![], None)]),
+    ];
+    settings.forms = vec![FormSettings {
+        id: "pricing-contact".into(),
+        source: "web_form".into(),
+        page: "/pricing".into(),
+    }];
+    settings
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(customize: impl FnOnce(&mut Settings)) -> Self {
+        let stack = Stack::require().await;
+        let keys = Keys::fresh();
+        let mut settings = test_settings(&stack, &keys);
+        customize(&mut settings);
+        Self::start(stack, keys, settings).await
+    }
+
+    /// Starts another instance with the same settings (a restart).
+    pub async fn restart(mut self) -> Self {
+        self.stop().await;
+        Self::start(self.stack.clone(), self.keys.clone(), self.settings.clone()).await
+    }
+
+    async fn start(stack: Stack, keys: Keys, settings: Settings) -> Self {
+        let app = Application::build(settings.clone()).await.expect("the app builds");
+        let base = format!("http://{}", app.address());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(async move {
+            app.run_until(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("the app serves");
+        });
+        Self {
+            base,
+            service: settings.otel.service_name.clone(),
+            keys,
+            settings,
+            stack,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            serving: Some(serving),
+        }
+    }
+
+    /// Graceful stop: in-flight requests finish and telemetry is flushed.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            serving.await.expect("the app stops cleanly");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post_json(&self, path: &str, key: Option<&str>, body: &serde_json::Value) -> reqwest::Response {
+        let mut request = self.http.post(self.url(path)).json(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().await.expect("the app answers")
+    }
+}
+
+/// A CRM for delivery tests: answers by the lead's `company` — `crm-fail` → 500,
+/// `crm-slow` → 3 s, `crm-refuse` → 400, anything else → 200.
+pub struct FakeCrm {
+    pub url: String,
+    pub hits: Arc<AtomicU32>,
+    _serving: JoinHandle<()>,
+}
+
+#[handler]
+async fn crm(Json(lead): Json<serde_json::Value>, hits: Data<&Arc<AtomicU32>>) -> poem::http::StatusCode {
+    hits.fetch_add(1, Ordering::SeqCst);
+    match lead["company"].as_str() {
+        Some("crm-fail") => poem::http::StatusCode::INTERNAL_SERVER_ERROR,
+        Some("crm-refuse") => poem::http::StatusCode::BAD_REQUEST,
+        Some("crm-slow") => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            poem::http::StatusCode::OK
+        }
+        _ => poem::http::StatusCode::OK,
+    }
+}
+
+impl FakeCrm {
+    pub async fn start() -> Self {
+        let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap();
+        let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
+        let hits = Arc::new(AtomicU32::new(0));
+        let app = Route::new().at("/leads", post(crm)).data(hits.clone());
+        let serving = tokio::spawn(async move {
+            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
+        });
+        Self {
+            url: format!("http://{addr}/leads"),
+            hits,
+            _serving: serving,
+        }
+    }
+
+    /// Points an app's delivery here, with a short timeout so slow answers time out.
+    pub fn configure(&self, settings: &mut Settings) {
+        settings.delivery.kind = DeliveryKind::Webhook;
+        settings.delivery.url = self.url.clone();
+        settings.delivery.timeout_ms = 500;
+        settings.delivery.max_attempts = 2;
+        settings.delivery.retry_backoff_ms = 10;
+    }
+}

@@ -1,0 +1,389 @@
+//! The ingest service end to end: HTTP in, `lead.submit` spans through the collector,
+//! rows in `lead_submissions`, metric points in `otel_metrics_sum`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::app::{FakeCrm, TestApp};
+use crate::support::{eventually, logged, unique_name};
+
+const ARRIVAL: Duration = Duration::from_secs(30);
+
+/// A lead that passes validation, with a unique email so no test dedups another.
+fn lead(source: &str, page: &str) -> Value {
+    json!({
+        "name": "Ada Lovelace",
+        "email": format!("{}@example.com", unique_name("ada")),
+        "phone": "+44 20 7946 0018",
+        "company": "Analytical Engines",
+        "source": source,
+        "page": page,
+        "consent": true,
+        "utm": {"source": "newsletter", "medium": "email", "campaign": "autumn"}
+    })
+}
+
+fn with(mut lead: Value, key: &str, value: Value) -> Value {
+    lead[key] = value;
+    lead
+}
+
+fn without(mut lead: Value, key: &str) -> Value {
+    lead.as_object_mut().unwrap().remove(key);
+    lead
+}
+
+/// One row of `lead_submissions`, the part a test can predict.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, clickhouse::Row, serde::Deserialize)]
+pub struct Row {
+    pub endpoint: String,
+    pub source: String,
+    pub page: String,
+    pub outcome: String,
+    pub reason: String,
+    pub field: String,
+    pub http_status: u16,
+}
+
+fn row(endpoint: &str, source: &str, page: &str, outcome: &str, reason: &str, field: &str, status: u16) -> Row {
+    Row {
+        endpoint: endpoint.into(),
+        source: source.into(),
+        page: page.into(),
+        outcome: outcome.into(),
+        reason: reason.into(),
+        field: field.into(),
+        http_status: status,
+    }
+}
+
+pub async fn rows_of(app: &TestApp, expected: usize) -> Vec<Row> {
+    let client = app.stack.client();
+    let mut rows: Vec<Row> = eventually("the app's lead.submit spans in lead_submissions", ARRIVAL, || {
+        let query = client
+            .query(
+                "SELECT endpoint, source, page, outcome, reason, field, http_status \
+                 FROM lead_submissions WHERE service = ?",
+            )
+            .bind(&app.service);
+        async move { logged(query.fetch_all::<Row>().await).filter(|rows| rows.len() >= expected) }
+    })
+    .await;
+    rows.sort();
+    rows
+}
+
+/// Sends `body` and checks the answer: status, the one JSON shape, and the reason.
+async fn expect(response: reqwest::Response, status: u16, outcome: &str, reason: Option<&str>) -> Value {
+    let got = response.status().as_u16();
+    let retry_after = response.headers().get("retry-after").cloned();
+    let body: Value = response.json().await.expect("every answer is JSON");
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["outcome"], outcome, "{body}");
+    assert_eq!(body["reason"].as_str(), reason, "{body}");
+    let trace_id = body["trace_id"].as_str().unwrap();
+    assert!(trace_id.len() == 32 && trace_id != "0".repeat(32), "{body}");
+    assert!(!body["message"].as_str().unwrap().is_empty());
+    assert_eq!(body["lead_id"].is_string(), outcome == "accepted", "{body}");
+    if status == 429 {
+        assert!(retry_after.is_some(), "429 carries Retry-After");
+    }
+    body
+}
+
+async fn raw(app: &TestApp, key: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+    app.http
+        .post(app.url("/v1/leads"))
+        .bearer_auth(key)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn form(app: &TestApp, form_id: &str, key: &str, body: &str) -> reqwest::Response {
+    app.http
+        .post(app.url(&format!("/v1/forms/{form_id}")))
+        .header("x-api-key", key)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_outcome_and_reason_is_answered_recorded_once_and_counted() {
+    let crm = FakeCrm::start().await;
+    let mut app = TestApp::spawn_with(|s| crm.configure(s)).await;
+    let k = app.keys.clone();
+    let mut expected = Vec::new();
+    let quiz = |page: &str| lead("quiz", page);
+
+    // Accepted through each endpoint.
+    expect(app.post_json("/v1/leads", Some(&k.quiz), &quiz("/quiz/start")).await, 201, "accepted", None).await;
+    expected.push(row("leads", "quiz", "/quiz/start", "accepted", "", "", 201));
+    let email = unique_name("form") + "@example.com";
+    let body = format!("name=Grace+Hopper&email={email}&phone=%2B15551234567&consent=on&utm_source=ads");
+    expect(form(&app, "pricing-contact", &k.web_form, &body).await, 201, "accepted", None).await;
+    expected.push(row("forms", "web_form", "/pricing", "accepted", "", "", 201));
+    let batch = json!({"leads": [quiz("/quiz/end"), with(quiz("/quiz/end"), "email", json!("not-an-email"))]});
+    let reply = app.post_json("/v1/leads/batch", Some(&k.quiz), &batch).await;
+    assert_eq!(reply.status().as_u16(), 200);
+    let reply: Value = reply.json().await.unwrap();
+    assert_eq!((reply["accepted"].as_u64(), reply["rejected"].as_u64()), (Some(1), Some(1)), "{reply}");
+    assert_eq!(reply["results"][1]["reason"], "invalid_field");
+    assert_eq!(reply["results"][1]["field"], "email");
+    expected.push(row("batch", "quiz", "/quiz/end", "accepted", "", "", 201));
+    expected.push(row("batch", "quiz", "/quiz/end", "rejected", "invalid_field", "email", 422));
+
+    // The body itself is wrong.
+    expect(raw(&app, &k.quiz, "application/json", vec![]).await, 400, "rejected", Some("invalid_payload")).await;
+    expect(raw(&app, &k.quiz, "application/json", b"{\"name\":".to_vec()).await, 400, "rejected", Some("invalid_payload")).await;
+    expect(raw(&app, &k.quiz, "application/json", vec![0xff, 0xfe, 0x7b]).await, 400, "rejected", Some("invalid_payload")).await;
+    expect(raw(&app, &k.quiz, "text/plain", b"hello".to_vec()).await, 415, "rejected", Some("unsupported_media_type")).await;
+    expect(raw(&app, &k.quiz, "application/json", vec![b' '; 1 << 20]).await, 413, "rejected", Some("payload_too_large")).await;
+    for (reason, status) in [
+        ("invalid_payload", 400),
+        ("invalid_payload", 400),
+        ("invalid_payload", 400),
+        ("unsupported_media_type", 415),
+        ("payload_too_large", 413),
+    ] {
+        expected.push(row("leads", "", "", "rejected", reason, "", status));
+    }
+    let extra = with(quiz("/quiz/start"), "favourite_colour", json!("teal"));
+    expect(app.post_json("/v1/leads", Some(&k.quiz), &extra).await, 400, "rejected", Some("invalid_payload")).await;
+    expected.push(row("leads", "quiz", "/quiz/start", "rejected", "invalid_payload", "", 400));
+
+    // A field is wrong: the source and page are still recorded.
+    let cases = [
+        (without(quiz("/quiz/start"), "email"), "email", "quiz", "/quiz/start"),
+        (with(quiz("/quiz/start"), "name", json!("x".repeat(300))), "name", "quiz", "/quiz/start"),
+        (with(quiz("/quiz/start"), "phone", json!("call me maybe")), "phone", "quiz", "/quiz/start"),
+        (with(quiz("/x"), "page", json!("/pricing'; DROP TABLE leads;--")), "page", "quiz", ""),
+        (with(quiz("/quiz/start"), "source", json!("quiz' OR 1=1 --")), "source", "", "/quiz/start"),
+        (with(lead("web_form", "/contact"), "consent", json!(false)), "consent", "web_form", "/contact"),
+        (with(quiz("/quiz/start"), "submitted_at", json!("2026-01-01T00:00:00Z")), "submitted_at", "quiz", "/quiz/start"),
+    ];
+    for (body, field, source, page) in cases {
+        let key = if source == "web_form" { &k.web_form } else { &k.quiz };
+        let reply = expect(app.post_json("/v1/leads", Some(key), &body).await, 422, "rejected", Some("invalid_field")).await;
+        assert_eq!(reply["field"], field, "{reply}");
+        expected.push(row("leads", source, page, "rejected", "invalid_field", field, 422));
+    }
+    // Markup in a name is data, not a threat to a JSON API: accepted as is.
+    let html = with(quiz("/quiz/start"), "name", json!("<script>alert(1)</script>"));
+    expect(app.post_json("/v1/leads", Some(&k.quiz), &html).await, 201, "accepted", None).await;
+    expected.push(row("leads", "quiz", "/quiz/start", "accepted", "", "", 201));
+
+    // Who is asking.
+    expect(form(&app, "no-such-form", &k.web_form, "name=A").await, 404, "rejected", Some("unknown_form")).await;
+    expected.push(row("forms", "", "", "rejected", "unknown_form", "", 404));
+    expect(app.post_json("/v1/leads", None, &quiz("/quiz/start")).await, 401, "rejected", Some("unauthorized")).await;
+    expect(app.post_json("/v1/leads", Some("wrong-key"), &quiz("/quiz/start")).await, 401, "rejected", Some("unauthorized")).await;
+    expected.push(row("leads", "quiz", "/quiz/start", "rejected", "unauthorized", "", 401));
+    expected.push(row("leads", "quiz", "/quiz/start", "rejected", "unauthorized", "", 401));
+    let foreign = lead("partner_api", "/api");
+    expect(app.post_json("/v1/leads", Some(&k.quiz), &foreign).await, 403, "rejected", Some("source_key_mismatch")).await;
+    expected.push(row("leads", "partner_api", "/api", "rejected", "source_key_mismatch", "", 403));
+    expect(app.post_json("/v1/leads", Some(&k.qr_code), &lead("qr_code", "/poster")).await, 403, "rejected", Some("source_disabled")).await;
+    expected.push(row("leads", "qr_code", "/poster", "rejected", "source_disabled", "", 403));
+
+    // Too many, twice, and the CRM's troubles.
+    for _ in 0..2 {
+        expect(app.post_json("/v1/leads", Some(&k.limited), &quiz("/quiz/bot")).await, 201, "accepted", None).await;
+        expected.push(row("leads", "quiz", "/quiz/bot", "accepted", "", "", 201));
+    }
+    expect(app.post_json("/v1/leads", Some(&k.limited), &quiz("/quiz/bot")).await, 429, "rejected", Some("rate_limited")).await;
+    expected.push(row("leads", "quiz", "/quiz/bot", "rejected", "rate_limited", "", 429));
+    let twice = quiz("/quiz/again");
+    expect(app.post_json("/v1/leads", Some(&k.quiz), &twice).await, 201, "accepted", None).await;
+    expect(app.post_json("/v1/leads", Some(&k.quiz), &twice).await, 409, "rejected", Some("duplicate")).await;
+    expected.push(row("leads", "quiz", "/quiz/again", "accepted", "", "", 201));
+    expected.push(row("leads", "quiz", "/quiz/again", "rejected", "duplicate", "", 409));
+    for (company, status, reason) in [("crm-fail", 502, "downstream_error"), ("crm-refuse", 502, "downstream_error"), ("crm-slow", 504, "downstream_timeout")] {
+        let body = with(quiz("/quiz/crm"), "company", json!(company));
+        expect(app.post_json("/v1/leads", Some(&k.quiz), &body).await, status, "failed", Some(reason)).await;
+        expected.push(row("leads", "quiz", "/quiz/crm", "failed", reason, "", status));
+    }
+
+    // Every attempt is one row.
+    expected.sort();
+    let rows = rows_of(&app, expected.len()).await;
+    assert_eq!(rows, expected);
+
+    // And one count in the metric.
+    app.stop().await;
+    let mut by_outcome: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for r in &expected {
+        *by_outcome.entry((r.outcome.clone(), r.reason.clone())).or_default() += 1.0;
+    }
+    let counted = submission_counts(&app, by_outcome.values().sum()).await;
+    assert_eq!(counted, by_outcome);
+    assert!(crm.hits.load(std::sync::atomic::Ordering::SeqCst) >= 10);
+}
+
+/// `leads.submissions` totals per (outcome, reason): the latest cumulative point of each
+/// attribute set, summed.
+async fn submission_counts(app: &TestApp, expected_total: f64) -> BTreeMap<(String, String), f64> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Count {
+        outcome: String,
+        reason: String,
+        total: f64,
+    }
+    let client = app.stack.client();
+    let sql = "SELECT outcome, reason, sum(latest) AS total FROM ( \
+                 SELECT Attributes['lead.outcome'] AS outcome, Attributes['lead.reason'] AS reason, \
+                        argMax(Value, TimeUnix) AS latest \
+                 FROM otel_metrics_sum WHERE ServiceName = ? AND MetricName = 'leads.submissions' \
+                 GROUP BY Attributes) GROUP BY outcome, reason";
+    let counts: Vec<Count> = eventually("leads.submissions totals", ARRIVAL, || {
+        let query = client.query(sql).bind(&app.service);
+        async move {
+            let counts = logged(query.fetch_all::<Count>().await)?;
+            let total: f64 = counts.iter().map(|c| c.total).sum();
+            (total >= expected_total).then_some(counts)
+        }
+    })
+    .await;
+    counts.into_iter().map(|c| ((c.outcome, c.reason), c.total)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callers_traceparent_joins_our_spans_to_its_trace() {
+    let mut app = TestApp::spawn().await;
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let caller_span = "00f067aa0ba902b7";
+    let response = app
+        .http
+        .post(app.url("/v1/leads"))
+        .bearer_auth(&app.keys.quiz)
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .json(&lead("quiz", "/quiz/start"))
+        .send()
+        .await
+        .unwrap();
+    let body = expect(response, 201, "accepted", None).await;
+    assert_eq!(body["trace_id"], trace_id.as_str());
+    app.stop().await;
+
+    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
+    struct SpanRow {
+        span_name: String,
+        span_id: String,
+        parent: String,
+        kind: String,
+    }
+    let client = app.stack.client();
+    let spans: Vec<SpanRow> = eventually("the server and lead.submit spans", ARRIVAL, || {
+        let query = client
+            .query(
+                "SELECT SpanName AS span_name, SpanId AS span_id, ParentSpanId AS parent, SpanKind AS kind \
+                 FROM otel_traces WHERE TraceId = ? AND ServiceName = ? ORDER BY Timestamp",
+            )
+            .bind(&trace_id)
+            .bind(&app.service);
+        async move { logged(query.fetch_all::<SpanRow>().await).filter(|s| s.len() >= 2) }
+    })
+    .await;
+    let server = spans.iter().find(|s| s.kind.contains("Server")).expect("a server span");
+    assert_eq!(server.parent, caller_span, "the server span continues the caller's span");
+    assert_eq!(server.span_name, "POST /v1/leads");
+    let submit = spans.iter().find(|s| s.span_name == "lead.submit").expect("a lead.submit span");
+    assert_eq!(submit.parent, server.span_id, "lead.submit is a child of the server span");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_table_holds_a_submitted_email_phone_or_name() {
+    let crm = FakeCrm::start().await;
+    let mut app = TestApp::spawn_with(|s| crm.configure(s)).await;
+    let marker = uuid::Uuid::new_v4().simple().to_string();
+    let email = format!("pii-{marker}@example.com");
+    let name = format!("Pii Person {}", &marker[..12]);
+    let phone = format!("+4477{}", &marker.chars().filter(char::is_ascii_digit).chain("1234567890".chars()).take(8).collect::<String>());
+    let lead = json!({
+        "name": name, "email": email, "phone": phone, "company": "crm-fail",
+        "source": "quiz", "page": "/quiz/pii", "consent": true
+    });
+    let k = app.keys.clone();
+    app.post_json("/v1/leads", Some(&k.quiz), &with(lead.clone(), "company", json!("ok"))).await;
+    app.post_json("/v1/leads", Some(&k.quiz), &lead).await; // failed delivery
+    app.post_json("/v1/leads", Some(&k.partner), &lead).await; // key mismatch
+    app.post_json("/v1/leads", Some(&k.quiz), &with(lead.clone(), "page", json!("bad page"))).await;
+    rows_of(&app, 4).await;
+    app.stop().await;
+
+    let client = app.stack.client();
+    let tables: Vec<String> = client
+        .query("SELECT name FROM system.tables WHERE database = currentDatabase() AND engine NOT LIKE '%View'")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert!(tables.contains(&"otel_traces".to_owned()));
+    let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+    for table in tables {
+        for needle in [&email, &name, &phone, &digits, &email.split('@').next().unwrap().to_owned()] {
+            let found: u64 = client
+                .query(&format!(
+                    "SELECT count() FROM {table} WHERE positionCaseInsensitive(formatRowNoNewline('TSV', *), ?) > 0"
+                ))
+                .bind(needle)
+                .fetch_one()
+                .await
+                .unwrap();
+            assert_eq!(found, 0, "{table} holds a submitted value in clear");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_simulator_key_backdates_the_span_and_the_row() {
+    let mut app = TestApp::spawn().await;
+    let at = chrono::Utc::now() - chrono::Duration::days(3);
+    let body = with(lead("partner_api", "/api/leads"), "submitted_at", json!(at.to_rfc3339()));
+    expect(app.post_json("/v1/leads", Some(&app.keys.simulator), &body).await, 201, "accepted", None).await;
+    app.stop().await;
+    let client = app.stack.client();
+    let stored: i64 = eventually("the backdated row", ARRIVAL, || {
+        let query = client
+            .query("SELECT toInt64(toUnixTimestamp(event_time)) FROM lead_submissions WHERE service = ?")
+            .bind(&app.service);
+        async move { logged(query.fetch_optional::<i64>().await).flatten() }
+    })
+    .await;
+    assert!((stored - at.timestamp()).abs() <= 1, "event_time {stored} vs {}", at.timestamp());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dedup_survives_a_restart() {
+    let app = TestApp::spawn().await;
+    let body = lead("quiz", "/quiz/restart");
+    expect(app.post_json("/v1/leads", Some(&app.keys.quiz), &body).await, 201, "accepted", None).await;
+    rows_of(&app, 1).await;
+    let mut app = app.restart().await;
+    expect(app.post_json("/v1/leads", Some(&app.keys.quiz), &body).await, 409, "rejected", Some("duplicate")).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_readiness_spec_and_docs_are_served() {
+    let mut app = TestApp::spawn().await;
+    let get = |path: &str| app.http.get(app.url(path)).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    let spec: Value = get("/openapi.json").await.unwrap().json().await.unwrap();
+    assert!(spec["paths"]["/v1/leads"]["post"].is_object());
+    let docs = get("/docs").await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("swagger"));
+    app.stop().await;
+
+    let mut dark = TestApp::spawn_with(|s| s.otel.enabled = false).await;
+    assert_eq!(dark.http.get(dark.url("/readyz")).send().await.unwrap().status(), 503);
+    dark.stop().await;
+}
