@@ -173,16 +173,26 @@ impl Settings {
             );
         }
         if self.delivery.kind == DeliveryKind::Webhook && self.delivery.url.is_empty() {
-            return fail("delivery.url", "required when delivery.kind = webhook".into());
+            return fail(
+                "delivery.url",
+                "required when delivery.kind = webhook".into(),
+            );
         }
         if self.delivery.max_attempts == 0 {
             return fail("delivery.max_attempts", "must be at least 1".into());
         }
         if self.http.batch_max_leads == 0 || self.http.max_body_bytes == 0 {
-            return fail("http", "batch_max_leads and max_body_bytes must be positive".into());
+            return fail(
+                "http",
+                "batch_max_leads and max_body_bytes must be positive".into(),
+            );
         }
-        sources::check(&self.sources, &self.forms, &self.rate_limit)
-            .map_err(|reason| ConfigError::OutOfRange { key: "sources", reason })
+        sources::check(&self.sources, &self.forms, &self.rate_limit).map_err(|reason| {
+            ConfigError::OutOfRange {
+                key: "sources",
+                reason,
+            }
+        })
     }
 
     /// The effective settings as TOML, with secrets replaced so it can be printed.
@@ -276,6 +286,28 @@ mod tests {
             jail.set_env("LEADLAB_SCHEMA_SUBMISSIONS_TTL_DAYS", "0");
             let err = Settings::load(None).unwrap_err();
             assert!(err.to_string().contains("submissions_ttl_days"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_shipped_local_config_loads_and_its_documented_demo_keys_work() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let file = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/local.toml"));
+            let settings = Settings::load(Some(file)).unwrap();
+            assert!(!settings.sources.is_empty() && !settings.forms.is_empty());
+            for source in &settings.sources {
+                let slug = source.name.replace('_', "-");
+                for key in [format!("demo-{slug}-key"), format!("demo-{slug}-sim-key")] {
+                    let hash = crate::ingest::hash_key(&key);
+                    assert!(
+                        source.keys.iter().any(|k| k.sha256 == hash),
+                        "{key} is not a key of {}",
+                        source.name
+                    );
+                }
+            }
             Ok(())
         });
     }

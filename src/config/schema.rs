@@ -255,7 +255,10 @@ mod tests {
         let doc = include_str!("../../docs/configuration.md");
         for section in FILE_ONLY_SECTIONS {
             let heading = format!("[[{section}]]");
-            assert!(doc.contains(&heading), "docs/configuration.md lacks {heading}");
+            assert!(
+                doc.contains(&heading),
+                "docs/configuration.md lacks {heading}"
+            );
         }
         for s in SETTINGS {
             assert!(doc.contains(s.key), "docs/configuration.md lacks {}", s.key);

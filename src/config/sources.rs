@@ -66,18 +66,28 @@ pub fn check(
     check_limit("rate_limit", default_limit)?;
     for source in sources {
         if !is_slug(&source.name) {
-            return Err(format!("source name `{}` must match [a-z0-9_-]{{1,64}}", source.name));
+            return Err(format!(
+                "source name `{}` must match [a-z0-9_-]{{1,64}}",
+                source.name
+            ));
         }
         if !names.insert(source.name.as_str()) {
             return Err(format!("source `{}` is configured twice", source.name));
         }
         for key in &source.keys {
             if !is_slug(&key.id) || !key_ids.insert(key.id.as_str()) {
-                return Err(format!("key id `{}` must be a unique [a-z0-9_-]{{1,64}}", key.id));
+                return Err(format!(
+                    "key id `{}` must be a unique [a-z0-9_-]{{1,64}}",
+                    key.id
+                ));
             }
-            let well_formed = key.sha256.len() == 64 && key.sha256.chars().all(|c| c.is_ascii_hexdigit());
+            let well_formed =
+                key.sha256.len() == 64 && key.sha256.chars().all(|c| c.is_ascii_hexdigit());
             if !well_formed {
-                return Err(format!("key `{}`: sha256 must be 64 hex digits (lead-lab hash-key KEY)", key.id));
+                return Err(format!(
+                    "key `{}`: sha256 must be 64 hex digits (lead-lab hash-key KEY)",
+                    key.id
+                ));
             }
             if !hashes.insert(key.sha256.to_ascii_lowercase()) {
                 return Err(format!("key `{}` has the same hash as another key", key.id));
@@ -90,10 +100,16 @@ pub fn check(
     let mut form_ids = std::collections::HashSet::new();
     for form in forms {
         if !is_slug(&form.id) || !form_ids.insert(form.id.as_str()) {
-            return Err(format!("form id `{}` must be a unique [a-z0-9_-]{{1,64}}", form.id));
+            return Err(format!(
+                "form id `{}` must be a unique [a-z0-9_-]{{1,64}}",
+                form.id
+            ));
         }
         if !names.contains(form.source.as_str()) {
-            return Err(format!("form `{}` names unknown source `{}`", form.id, form.source));
+            return Err(format!(
+                "form `{}` names unknown source `{}`",
+                form.id, form.source
+            ));
         }
     }
     Ok(())
@@ -101,7 +117,9 @@ pub fn check(
 
 fn check_limit(owner: &str, limit: &RateLimitSettings) -> Result<(), String> {
     if limit.burst == 0 || !(limit.per_second > 0.0 && limit.per_second.is_finite()) {
-        return Err(format!("{owner}: rate limit needs burst >= 1 and per_second > 0"));
+        return Err(format!(
+            "{owner}: rate limit needs burst >= 1 and per_second > 0"
+        ));
     }
     Ok(())
 }

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use poem::web::Data;
 use poem::http::HeaderMap;
+use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
@@ -86,7 +86,12 @@ pub struct LeadsApi;
 impl LeadsApi {
     /// Submit one lead as JSON.
     #[oai(path = "/leads", method = "post")]
-    async fn submit(&self, ingest: Data<&Arc<Ingest>>, headers: &HeaderMap, body: Unparsed<LeadRequest>) -> SubmitResponse {
+    async fn submit(
+        &self,
+        ingest: Data<&Arc<Ingest>>,
+        headers: &HeaderMap,
+        body: Unparsed<LeadRequest>,
+    ) -> SubmitResponse {
         let verdict = ingest.submit_lead(presented_key(headers), body.body).await;
         SubmitResponse::from_verdict(&verdict)
     }
@@ -108,7 +113,12 @@ impl LeadsApi {
 
     /// Submit several leads in one request; each gets its own result and span.
     #[oai(path = "/leads/batch", method = "post")]
-    async fn submit_batch(&self, ingest: Data<&Arc<Ingest>>, headers: &HeaderMap, body: Unparsed<BatchRequest>) -> BatchResponse {
+    async fn submit_batch(
+        &self,
+        ingest: Data<&Arc<Ingest>>,
+        headers: &HeaderMap,
+        body: Unparsed<BatchRequest>,
+    ) -> BatchResponse {
         match ingest.submit_batch(presented_key(headers), body.body).await {
             Ok(verdicts) => BatchResponse::Ok(Json(BatchReply::new(&verdicts))),
             Err(verdict) => BatchResponse::failure(&verdict),

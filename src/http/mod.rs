@@ -24,7 +24,10 @@ use crate::telemetry::{LeadMetrics, ServerSpans, Telemetry, TelemetryError};
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
     #[error(transparent)]
@@ -54,7 +57,10 @@ impl Application {
         let acceptor = TcpListener::bind(listen.clone())
             .into_acceptor()
             .await
-            .map_err(|source| ServeError::Bind { addr: listen.clone(), source })?;
+            .map_err(|source| ServeError::Bind {
+                addr: listen.clone(),
+                source,
+            })?;
         let address = acceptor
             .local_addr()
             .first()
@@ -78,7 +84,10 @@ impl Application {
 
     /// Serves until `shutdown` resolves, lets in-flight requests finish (up to the
     /// grace period), then flushes telemetry.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
         let grace = Duration::from_secs(self.settings.http.shutdown_grace_secs);
         let app = routes(&self.settings, self.ingest, &self.telemetry);
         let served = Server::new_with_acceptor(self.acceptor)
@@ -90,7 +99,11 @@ impl Application {
 }
 
 /// The whole HTTP surface: the API, its OpenAPI spec and Swagger UI.
-fn routes(settings: &Settings, ingest: Arc<Ingest>, telemetry: &Telemetry) -> impl poem::Endpoint + use<> {
+fn routes(
+    settings: &Settings,
+    ingest: Arc<Ingest>,
+    telemetry: &Telemetry,
+) -> impl poem::Endpoint + use<> {
     let api = api_service(telemetry.exporting(), telemetry.export_failures());
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
@@ -107,12 +120,19 @@ fn api_service(
     exporting: bool,
     failures: crate::telemetry::ExportFailures,
 ) -> OpenApiService<(leads::LeadsApi, health::HealthApi), ()> {
-    let health = health::HealthApi { exporting, failures };
-    OpenApiService::new((leads::LeadsApi, health), "lead-lab", env!("CARGO_PKG_VERSION"))
-        .description(
-            "Lead submission API. Every attempt, accepted or not, is answered with the same \
+    let health = health::HealthApi {
+        exporting,
+        failures,
+    };
+    OpenApiService::new(
+        (leads::LeadsApi, health),
+        "lead-lab",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Lead submission API. Every attempt, accepted or not, is answered with the same \
              JSON shape and recorded as an OpenTelemetry `lead.submit` span.",
-        )
+    )
 }
 
 /// The OpenAPI document, as served at /openapi.json.

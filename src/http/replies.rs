@@ -96,10 +96,7 @@ macro_rules! submission_response {
             InvalidField(Json<SubmissionReply>),
             /// rate_limited: retry after the given seconds.
             #[oai(status = 429)]
-            RateLimited(
-                Json<SubmissionReply>,
-                #[oai(header = "Retry-After")] u64,
-            ),
+            RateLimited(Json<SubmissionReply>, #[oai(header = "Retry-After")] u64),
             /// internal_error.
             #[oai(status = 500)]
             Internal(Json<SubmissionReply>),
@@ -118,7 +115,9 @@ macro_rules! submission_response {
                 match verdict.reason {
                     Some(Reason::InvalidPayload) => Self::BadRequest(reply),
                     Some(Reason::Unauthorized) => Self::Unauthorized(reply),
-                    Some(Reason::SourceKeyMismatch | Reason::SourceDisabled) => Self::Forbidden(reply),
+                    Some(Reason::SourceKeyMismatch | Reason::SourceDisabled) => {
+                        Self::Forbidden(reply)
+                    }
                     Some(Reason::UnknownForm) => Self::NotFound(reply),
                     Some(Reason::Duplicate) => Self::Conflict(reply),
                     Some(Reason::PayloadTooLarge) => Self::TooLarge(reply),
@@ -136,8 +135,18 @@ macro_rules! submission_response {
     };
 }
 
-submission_response!(SubmitResponse, 201, "accepted: the lead was stored downstream.", SubmissionReply);
-submission_response!(BatchResponse, 200, "the batch was read; each lead has its own result.", BatchReply);
+submission_response!(
+    SubmitResponse,
+    201,
+    "accepted: the lead was stored downstream.",
+    SubmissionReply
+);
+submission_response!(
+    BatchResponse,
+    200,
+    "the batch was read; each lead has its own result.",
+    BatchReply
+);
 
 impl SubmitResponse {
     pub fn from_verdict(verdict: &Verdict) -> Self {

@@ -119,7 +119,10 @@ mod tests {
             }],
         };
         SourceRegistry::new(
-            &[source("quiz", true, "quiz-secret"), source("qr_code", false, "qr-secret")],
+            &[
+                source("quiz", true, "quiz-secret"),
+                source("qr_code", false, "qr-secret"),
+            ],
             RateLimitSettings::default(),
         )
     }
@@ -134,7 +137,10 @@ mod tests {
     #[test]
     fn missing_or_unknown_keys_are_unauthorized() {
         let registry = registry();
-        assert_eq!(registry.authenticate(None, "quiz").unwrap_err(), Reason::Unauthorized);
+        assert_eq!(
+            registry.authenticate(None, "quiz").unwrap_err(),
+            Reason::Unauthorized
+        );
         assert_eq!(
             registry.authenticate(Some("guess"), "quiz").unwrap_err(),
             Reason::Unauthorized
@@ -145,7 +151,9 @@ mod tests {
     fn another_sources_key_is_a_mismatch_not_unauthorized() {
         let registry = registry();
         assert_eq!(
-            registry.authenticate(Some("quiz-secret"), "qr_code").unwrap_err(),
+            registry
+                .authenticate(Some("quiz-secret"), "qr_code")
+                .unwrap_err(),
             Reason::SourceKeyMismatch
         );
     }
@@ -154,7 +162,9 @@ mod tests {
     fn a_disabled_source_is_refused_even_with_its_own_key() {
         let registry = registry();
         assert_eq!(
-            registry.authenticate(Some("qr-secret"), "qr_code").unwrap_err(),
+            registry
+                .authenticate(Some("qr-secret"), "qr_code")
+                .unwrap_err(),
             Reason::SourceDisabled
         );
     }

@@ -32,14 +32,19 @@ impl Entry {
     }
 }
 
+#[derive(Debug, Default)]
+struct Entries {
+    by_key: HashMap<DedupKey, Entry>,
+    inserts: usize,
+}
+
 #[derive(Debug)]
 pub struct DedupIndex {
     window: chrono::Duration,
-    entries: Mutex<HashMap<DedupKey, Entry>>,
+    entries: Mutex<Entries>,
     /// Expired entries are swept every this many insertions, bounding memory to roughly
     /// one window of distinct submitters.
     sweep_every: usize,
-    inserts: Mutex<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,70 +56,68 @@ impl DedupIndex {
             window: chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX),
             entries: Mutex::default(),
             sweep_every: 10_000,
-            inserts: Mutex::new(0),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Claims `key` at `at` unless an accepted or in-flight lead holds it within the window.
     pub fn reserve(&self, key: &DedupKey, at: DateTime<Utc>) -> Result<(), Duplicate> {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = entries.get(key) {
-            if (at - existing.at()).abs() < self.window {
-                return Err(Duplicate);
-            }
+        let mut entries = self.lock();
+        let held = entries
+            .by_key
+            .get(key)
+            .is_some_and(|existing| (at - existing.at()).abs() < self.window);
+        if held {
+            return Err(Duplicate);
         }
-        entries.insert(key.clone(), Entry::InFlight(at));
-        drop(entries);
-        self.maybe_sweep(at);
+        entries.by_key.insert(key.clone(), Entry::InFlight(at));
+        entries.inserts += 1;
+        if entries.inserts.is_multiple_of(self.sweep_every) {
+            let window = self.window;
+            entries
+                .by_key
+                .retain(|_, entry| (at - entry.at()).abs() < window);
+        }
         Ok(())
     }
 
     /// The reserved lead was accepted: it now blocks duplicates for the whole window.
     pub fn confirm(&self, key: &DedupKey) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = entries.get_mut(key) {
+        if let Some(entry) = self.lock().by_key.get_mut(key) {
             *entry = Entry::Accepted(entry.at());
         }
     }
 
     /// The reserved lead was not accepted (delivery failed): the submitter may retry.
     pub fn release(&self, key: &DedupKey) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(entries.get(key), Some(Entry::InFlight(_))) {
-            entries.remove(key);
+        let mut entries = self.lock();
+        if matches!(entries.by_key.get(key), Some(Entry::InFlight(_))) {
+            entries.by_key.remove(key);
         }
     }
 
     /// Records leads accepted before this process started (read back from ClickHouse).
     pub fn warm(&self, accepted: impl IntoIterator<Item = (DedupKey, DateTime<Utc>)>) -> usize {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let before = entries.len();
+        let mut entries = self.lock();
+        let before = entries.by_key.len();
         for (key, at) in accepted {
-            let newer = entries.get(&key).is_none_or(|e| e.at() < at);
+            let newer = entries.by_key.get(&key).is_none_or(|e| e.at() < at);
             if newer {
-                entries.insert(key, Entry::Accepted(at));
+                entries.by_key.insert(key, Entry::Accepted(at));
             }
         }
-        entries.len() - before
+        entries.by_key.len() - before
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().by_key.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn maybe_sweep(&self, now: DateTime<Utc>) {
-        let mut inserts = self.inserts.lock().unwrap_or_else(|e| e.into_inner());
-        *inserts += 1;
-        if *inserts % self.sweep_every != 0 {
-            return;
-        }
-        drop(inserts);
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|_, entry| (now - entry.at()).abs() < self.window);
     }
 }
 
@@ -153,9 +156,19 @@ mod tests {
     #[test]
     fn another_page_or_submitter_is_not_a_duplicate() {
         let dedup = index();
-        dedup.reserve(&key("ann@example.com", "/pricing"), t(0)).unwrap();
-        assert!(dedup.reserve(&key("ann@example.com", "/checkout"), t(1)).is_ok());
-        assert!(dedup.reserve(&key("bob@example.com", "/pricing"), t(1)).is_ok());
+        dedup
+            .reserve(&key("ann@example.com", "/pricing"), t(0))
+            .unwrap();
+        assert!(
+            dedup
+                .reserve(&key("ann@example.com", "/checkout"), t(1))
+                .is_ok()
+        );
+        assert!(
+            dedup
+                .reserve(&key("bob@example.com", "/pricing"), t(1))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -188,7 +201,9 @@ mod tests {
         let mut dedup = index();
         dedup.sweep_every = 2;
         dedup.reserve(&key("a@example.com", "/p"), t(0)).unwrap();
-        dedup.reserve(&key("b@example.com", "/p"), t(10_000)).unwrap();
+        dedup
+            .reserve(&key("b@example.com", "/p"), t(10_000))
+            .unwrap();
         assert_eq!(dedup.len(), 1);
     }
 }

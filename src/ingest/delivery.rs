@@ -34,18 +34,26 @@ pub struct LeadDelivery<'a> {
 pub enum DeliveryOutcome {
     /// The sink is `none`: nothing to deliver.
     NotConfigured,
-    Delivered { attempts: u32 },
+    Delivered {
+        attempts: u32,
+    },
     /// Every attempt timed out (or the last one did).
-    TimedOut { attempts: u32 },
+    TimedOut {
+        attempts: u32,
+    },
     /// The CRM refused or failed and retries did not help.
-    Failed { attempts: u32 },
+    Failed {
+        attempts: u32,
+    },
 }
 
 impl DeliveryOutcome {
     pub fn attempts(self) -> u32 {
         match self {
             Self::NotConfigured => 0,
-            Self::Delivered { attempts } | Self::TimedOut { attempts } | Self::Failed { attempts } => attempts,
+            Self::Delivered { attempts }
+            | Self::TimedOut { attempts }
+            | Self::Failed { attempts } => attempts,
         }
     }
 
@@ -89,7 +97,11 @@ impl Delivery {
     }
 
     /// Delivers `lead`, propagating `cx` (the delivery span) as `traceparent`.
-    pub async fn deliver(&self, lead: &LeadDelivery<'_>, cx: &Context) -> (DeliveryOutcome, Duration) {
+    pub async fn deliver(
+        &self,
+        lead: &LeadDelivery<'_>,
+        cx: &Context,
+    ) -> (DeliveryOutcome, Duration) {
         let started = Instant::now();
         if self.settings.kind == DeliveryKind::None {
             return (DeliveryOutcome::NotConfigured, started.elapsed());
@@ -131,7 +143,9 @@ impl Delivery {
             .await;
         match response {
             Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => Err(AttemptError::Retryable),
+            Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
+                Err(AttemptError::Retryable)
+            }
             Ok(_) => Err(AttemptError::Final),
             Err(e) if e.is_timeout() => Err(AttemptError::Timeout),
             Err(_) => Err(AttemptError::Retryable),

@@ -144,7 +144,11 @@ impl Ingest {
     pub async fn submit_form(&self, form_id: &str, key: Option<&str>, body: RawBody) -> Verdict {
         let Some(form) = self.forms.iter().find(|f| f.id == form_id) else {
             let record = self.record(Endpoint::Forms, Some("unknown".into()));
-            let ending = Ending::rejected(Reason::UnknownForm, None, "no form with this id is configured");
+            let ending = Ending::rejected(
+                Reason::UnknownForm,
+                None,
+                "no form with this id is configured",
+            );
             return self.finish(record, ending);
         };
         let mut record = self.record(Endpoint::Forms, Some(form.id.clone()));
@@ -158,7 +162,11 @@ impl Ingest {
 
     /// `POST /v1/leads/batch`: one verdict per lead, or one for the whole batch when the
     /// batch itself cannot be read.
-    pub async fn submit_batch(&self, key: Option<&str>, body: RawBody) -> Result<Vec<Verdict>, Verdict> {
+    pub async fn submit_batch(
+        &self,
+        key: Option<&str>,
+        body: RawBody,
+    ) -> Result<Vec<Verdict>, Verdict> {
         let parsed = body.json().and_then(|bytes| {
             crate::domain::batch_from_json(&bytes, self.batch_max_leads, self.unknown_fields)
         });
@@ -200,7 +208,12 @@ impl Ingest {
     }
 
     /// Runs the steps after parsing; returns how the attempt ended.
-    async fn decide(&self, record: &mut Record, lead: Result<LeadInput, Rejection>, key: Option<&str>) -> Ending {
+    async fn decide(
+        &self,
+        record: &mut Record,
+        lead: Result<LeadInput, Rejection>,
+        key: Option<&str>,
+    ) -> Ending {
         let lead = match lead {
             Ok(lead) => lead,
             Err(rejection) => {
@@ -225,11 +238,16 @@ impl Ingest {
         };
         record.event_start = event_time.into();
         if let Err(wait) = self.registry_limit(client, event_time) {
-            let mut ending = Ending::rejected(Reason::RateLimited, None, "too many requests for this key; retry later");
+            let mut ending = Ending::rejected(
+                Reason::RateLimited,
+                None,
+                "too many requests for this key; retry later",
+            );
             ending.retry_after = Some(wait);
             return ending;
         }
-        self.deduplicate_and_deliver(record, &lead, event_time).await
+        self.deduplicate_and_deliver(record, &lead, event_time)
+            .await
     }
 
     fn registry_limit(&self, client: &Client, at: DateTime<Utc>) -> Result<(), u64> {
@@ -238,7 +256,12 @@ impl Ingest {
             .map_err(|wait| wait.header_secs())
     }
 
-    async fn deduplicate_and_deliver(&self, record: &mut Record, lead: &LeadInput, at: DateTime<Utc>) -> Ending {
+    async fn deduplicate_and_deliver(
+        &self,
+        record: &mut Record,
+        lead: &LeadInput,
+        at: DateTime<Utc>,
+    ) -> Ending {
         let key = DedupKey {
             submitter: record.submitter.clone().expect("set before authentication"),
             source: lead.source.as_str().to_owned(),
@@ -262,16 +285,30 @@ impl Ingest {
             }
             DeliveryOutcome::TimedOut { .. } => {
                 self.dedup.release(&key);
-                Ending::rejected(Reason::DownstreamTimeout, None, "the downstream CRM did not answer in time")
+                Ending::rejected(
+                    Reason::DownstreamTimeout,
+                    None,
+                    "the downstream CRM did not answer in time",
+                )
             }
             DeliveryOutcome::Failed { .. } => {
                 self.dedup.release(&key);
-                Ending::rejected(Reason::DownstreamError, None, "the downstream CRM refused or failed")
+                Ending::rejected(
+                    Reason::DownstreamError,
+                    None,
+                    "the downstream CRM refused or failed",
+                )
             }
         }
     }
 
-    async fn deliver(&self, record: &mut Record, lead: &LeadInput, lead_id: Uuid, at: DateTime<Utc>) -> DeliveryOutcome {
+    async fn deliver(
+        &self,
+        record: &mut Record,
+        lead: &LeadInput,
+        lead_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> DeliveryOutcome {
         let submit = record.open_span(&self.tracer).clone();
         let offset = record.attempt.timer.elapsed();
         let mut span = self
@@ -286,22 +323,37 @@ impl Ingest {
         let payload = delivery_payload(lead, lead_id, record.attempt.form_id.as_deref(), at);
         let (outcome, took) = self.delivery.deliver(&payload, &delivery_cx).await;
         span.set_attribute(KeyValue::new("lead.delivery.outcome", outcome.as_str()));
-        span.set_attribute(KeyValue::new("lead.delivery.attempts", i64::from(outcome.attempts())));
-        if matches!(outcome, DeliveryOutcome::TimedOut { .. } | DeliveryOutcome::Failed { .. }) {
+        span.set_attribute(KeyValue::new(
+            "lead.delivery.attempts",
+            i64::from(outcome.attempts()),
+        ));
+        if matches!(
+            outcome,
+            DeliveryOutcome::TimedOut { .. } | DeliveryOutcome::Failed { .. }
+        ) {
             span.set_status(Status::error(outcome.as_str()));
         }
         span.end_with_timestamp(record.event_start + offset + took);
-        self.metrics.record_delivery(&record.source, outcome.as_str(), took);
+        self.metrics
+            .record_delivery(&record.source, outcome.as_str(), took);
         outcome
     }
 
     /// Checks that depend on the source's configuration (part of validation).
     fn validate_for_source(&self, lead: &LeadInput) -> Result<(), Ending> {
         let Some(source) = self.registry.source(lead.source.as_str()) else {
-            return Err(Ending::rejected(Reason::InvalidField, Some(Field::Source), "source is not a configured lead source"));
+            return Err(Ending::rejected(
+                Reason::InvalidField,
+                Some(Field::Source),
+                "source is not a configured lead source",
+            ));
         };
         if source.require_consent && !lead.consent {
-            return Err(Ending::rejected(Reason::InvalidField, Some(Field::Consent), "this source requires consent: true"));
+            return Err(Ending::rejected(
+                Reason::InvalidField,
+                Some(Field::Consent),
+                "this source requires consent: true",
+            ));
         }
         Ok(())
     }
@@ -378,16 +430,25 @@ impl Record {
             KeyValue::new("lead.source", self.source.clone()),
             KeyValue::new("lead.endpoint", self.attempt.endpoint.as_str()),
             KeyValue::new("lead.page", self.page.clone()),
-            KeyValue::new("lead.form_id", self.attempt.form_id.clone().unwrap_or_default()),
+            KeyValue::new(
+                "lead.form_id",
+                self.attempt.form_id.clone().unwrap_or_default(),
+            ),
             KeyValue::new("lead.outcome", outcome.as_str()),
             KeyValue::new("lead.reason", ending.reason.map_or("", Reason::as_str)),
             KeyValue::new("lead.field", ending.field.map_or("", Field::as_str)),
             KeyValue::new(
                 "lead.submitter_hash",
-                self.submitter.as_ref().map(|h| h.as_str().to_owned()).unwrap_or_default(),
+                self.submitter
+                    .as_ref()
+                    .map(|h| h.as_str().to_owned())
+                    .unwrap_or_default(),
             ),
             KeyValue::new("lead.client_id", self.client_id.clone()),
-            KeyValue::new("lead.id", self.lead_id.map(|id| id.to_string()).unwrap_or_default()),
+            KeyValue::new(
+                "lead.id",
+                self.lead_id.map(|id| id.to_string()).unwrap_or_default(),
+            ),
             KeyValue::new("http.response.status_code", i64::from(status)),
             KeyValue::new("lead.delivery.attempts", i64::from(self.delivery_attempts)),
         ]
@@ -435,7 +496,12 @@ fn auth_message(reason: Reason) -> &'static str {
     }
 }
 
-fn delivery_payload<'a>(lead: &'a LeadInput, lead_id: Uuid, form_id: Option<&'a str>, at: DateTime<Utc>) -> LeadDelivery<'a> {
+fn delivery_payload<'a>(
+    lead: &'a LeadInput,
+    lead_id: Uuid,
+    form_id: Option<&'a str>,
+    at: DateTime<Utc>,
+) -> LeadDelivery<'a> {
     let utm = lead.utm.as_ref();
     LeadDelivery {
         lead_id: lead_id.to_string(),
@@ -458,8 +524,17 @@ fn log_attempt(record: &Record, outcome: Outcome, reason: &str, trace_id: &str) 
     let endpoint = record.attempt.endpoint.as_str();
     let source = record.source.as_str();
     match outcome {
-        Outcome::Failed => tracing::warn!(endpoint, source, reason, trace_id, "lead submission failed"),
-        _ => tracing::debug!(endpoint, source, outcome = outcome.as_str(), reason, trace_id, "lead submission"),
+        Outcome::Failed => {
+            tracing::warn!(endpoint, source, reason, trace_id, "lead submission failed")
+        }
+        _ => tracing::debug!(
+            endpoint,
+            source,
+            outcome = outcome.as_str(),
+            reason,
+            trace_id,
+            "lead submission"
+        ),
     }
 }
 
@@ -490,7 +565,9 @@ impl RawBody {
                 Reason::PayloadTooLarge,
                 format!("the body is larger than {limit} bytes"),
             ),
-            BodyError::Unreadable => bare_rejection(Reason::InvalidPayload, "the body could not be read"),
+            BodyError::Unreadable => {
+                bare_rejection(Reason::InvalidPayload, "the body could not be read")
+            }
         })
     }
 }

@@ -33,7 +33,12 @@ impl RetryAfter {
 
 impl RateLimiter {
     /// Takes one token from `client`'s bucket at time `at`, or says when one will be there.
-    pub fn check(&self, client: &str, limit: RateLimitSettings, at: DateTime<Utc>) -> Result<(), RetryAfter> {
+    pub fn check(
+        &self,
+        client: &str,
+        limit: RateLimitSettings,
+        at: DateTime<Utc>,
+    ) -> Result<(), RetryAfter> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = buckets.entry(client.to_owned()).or_insert(Bucket {
             tokens: f64::from(limit.burst),
@@ -44,13 +49,16 @@ impl RateLimiter {
         if at > bucket.updated {
             bucket.updated = at;
         }
-        bucket.tokens = (bucket.tokens + elapsed.as_secs_f64() * limit.per_second).min(f64::from(limit.burst));
+        bucket.tokens =
+            (bucket.tokens + elapsed.as_secs_f64() * limit.per_second).min(f64::from(limit.burst));
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
             let missing = 1.0 - bucket.tokens;
-            Err(RetryAfter(Duration::from_secs_f64(missing / limit.per_second)))
+            Err(RetryAfter(Duration::from_secs_f64(
+                missing / limit.per_second,
+            )))
         }
     }
 }

@@ -33,7 +33,11 @@ struct AcceptedLead {
 }
 
 impl Ingest {
-    pub fn new(settings: &Settings, tracer: SdkTracer, metrics: LeadMetrics) -> Result<Self, IngestError> {
+    pub fn new(
+        settings: &Settings,
+        tracer: SdkTracer,
+        metrics: LeadMetrics,
+    ) -> Result<Self, IngestError> {
         Ok(Self {
             registry: SourceRegistry::new(&settings.sources, settings.rate_limit),
             forms: settings.forms.clone(),
@@ -52,7 +56,11 @@ impl Ingest {
     /// Loads the leads this service (all its replicas share the service name) accepted
     /// within the dedup window from `lead_submissions`.
     /// Returns how many dedup entries it added.
-    pub async fn warm_dedup(&self, client: &clickhouse::Client, window: Duration) -> Result<usize, IngestError> {
+    pub async fn warm_dedup(
+        &self,
+        client: &clickhouse::Client,
+        window: Duration,
+    ) -> Result<usize, IngestError> {
         let accepted: Vec<AcceptedLead> = client
             .query(
                 "SELECT submitter_hash, source, page, max(event_time) AS last_at \

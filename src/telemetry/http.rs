@@ -125,8 +125,11 @@ fn end_span(span: &SpanRef<'_>, method: &str, route: &str, status: StatusCode) {
     span.end();
 }
 
-/// The route of an unrouted request: the path, with the id after a known prefix replaced
-/// by its parameter name.
+/// What an unrouted request is reported as: a known prefix with its id replaced by the
+/// parameter name, or one fixed value, so scanners probing random paths cannot create
+/// unbounded span names and metric series.
+const UNMATCHED_ROUTE: &str = "(unmatched)";
+
 fn route_of_path(path: &str) -> String {
     for (prefix, param) in ID_SEGMENTS {
         if let Some(rest) = path.strip_prefix(prefix).filter(|rest| !rest.is_empty()) {
@@ -134,7 +137,7 @@ fn route_of_path(path: &str) -> String {
             return format!("{prefix}{param}{tail}");
         }
     }
-    path.to_owned()
+    UNMATCHED_ROUTE.to_owned()
 }
 
 /// poem's route pattern in OpenAPI form: `/v1/forms/:form_id` becomes
@@ -363,8 +366,12 @@ mod tests {
             route_of_path("/v1/summaries/2025-01-31"),
             "/v1/summaries/{day}"
         );
-        assert_eq!(route_of_path("/v1/forms/"), "/v1/forms/");
-        assert_eq!(route_of_path("/v1/leads"), "/v1/leads");
+    }
+
+    #[test]
+    fn other_unrouted_paths_share_one_bounded_route() {
+        assert_eq!(route_of_path("/v1/forms/"), UNMATCHED_ROUTE);
+        assert_eq!(route_of_path("/wp-admin/setup.php"), UNMATCHED_ROUTE);
     }
 
     #[test]

@@ -55,7 +55,12 @@ pub struct TestApp {
     serving: Option<JoinHandle<()>>,
 }
 
-fn key_settings(id: &str, key: &str, roles: Vec<KeyRole>, rate_limit: Option<RateLimitSettings>) -> KeySettings {
+fn key_settings(
+    id: &str,
+    key: &str,
+    roles: Vec<KeyRole>,
+    rate_limit: Option<RateLimitSettings>,
+) -> KeySettings {
     KeySettings {
         id: id.into(),
         sha256: hash_key(key),
@@ -64,7 +69,12 @@ fn key_settings(id: &str, key: &str, roles: Vec<KeyRole>, rate_limit: Option<Rat
     }
 }
 
-fn source(name: &str, require_consent: bool, enabled: bool, keys: Vec<KeySettings>) -> SourceSettings {
+fn source(
+    name: &str,
+    require_consent: bool,
+    enabled: bool,
+    keys: Vec<KeySettings>,
+) -> SourceSettings {
     SourceSettings {
         name: name.into(),
         enabled,
@@ -75,8 +85,10 @@ fn source(name: &str, require_consent: bool, enabled: bool, keys: Vec<KeySetting
 
 /// Settings of a test app: four sources (one disabled), one form, a tightly limited key.
 pub fn test_settings(stack: &Stack, keys: &Keys) -> Settings {
-    let mut settings = Settings::default();
-    settings.clickhouse = stack.clickhouse.clone();
+    let mut settings = Settings {
+        clickhouse: stack.clickhouse.clone(),
+        ..Settings::default()
+    };
     settings.http.listen = "127.0.0.1:0".into();
     settings.http.batch_max_leads = 10;
     settings.http.max_body_bytes = 16 * 1024;
@@ -94,7 +106,12 @@ pub fn test_settings(stack: &Stack, keys: &Keys) -> Settings {
         per_second: 0.001,
     };
     settings.sources = vec![
-        source("web_form", true, true, vec![key_settings("web_form-site", &keys.web_form, vec![], None)]),
+        source(
+            "web_form",
+            true,
+            true,
+            vec![key_settings("web_form-site", &keys.web_form, vec![], None)],
+        ),
         source(
             "quiz",
             false,
@@ -110,10 +127,20 @@ pub fn test_settings(stack: &Stack, keys: &Keys) -> Settings {
             true,
             vec![
                 key_settings("partner-main", &keys.partner, vec![], None),
-                key_settings("partner-sim", &keys.simulator, vec![KeyRole::Simulator], None),
+                key_settings(
+                    "partner-sim",
+                    &keys.simulator,
+                    vec![KeyRole::Simulator],
+                    None,
+                ),
             ],
         ),
-        source("qr_code", false, false, vec![key_settings("qr-poster", &keys.qr_code, vec![], None)]),
+        source(
+            "qr_code",
+            false,
+            false,
+            vec![key_settings("qr-poster", &keys.qr_code, vec![], None)],
+        ),
     ];
     settings.forms = vec![FormSettings {
         id: "pricing-contact".into(),
@@ -143,7 +170,9 @@ impl TestApp {
     }
 
     async fn start(stack: Stack, keys: Keys, settings: Settings) -> Self {
-        let app = Application::build(settings.clone()).await.expect("the app builds");
+        let app = Application::build(settings.clone())
+            .await
+            .expect("the app builds");
         let base = format!("http://{}", app.address());
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = tokio::spawn(async move {
@@ -179,7 +208,20 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
-    pub async fn post_json(&self, path: &str, key: Option<&str>, body: &serde_json::Value) -> reqwest::Response {
+    pub async fn post_lead(
+        &self,
+        key: Option<&str>,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.post_json("/v1/leads", key, body).await
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
         let mut request = self.http.post(self.url(path)).json(body);
         if let Some(key) = key {
             request = request.bearer_auth(key);
@@ -197,7 +239,10 @@ pub struct FakeCrm {
 }
 
 #[handler]
-async fn crm(Json(lead): Json<serde_json::Value>, hits: Data<&Arc<AtomicU32>>) -> poem::http::StatusCode {
+async fn crm(
+    Json(lead): Json<serde_json::Value>,
+    hits: Data<&Arc<AtomicU32>>,
+) -> poem::http::StatusCode {
     hits.fetch_add(1, Ordering::SeqCst);
     match lead["company"].as_str() {
         Some("crm-fail") => poem::http::StatusCode::INTERNAL_SERVER_ERROR,

@@ -21,15 +21,25 @@ struct OwnCollector {
 }
 
 fn rotel_binary() -> PathBuf {
-    let path = std::env::var("LEADLAB_ROTEL_BIN").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/lib/python3.11/site-packages/rotel/rotel-agent")
-    });
-    assert!(path.exists(), "rotel not found at {path:?}: run scripts/stack up (scripts/test sets LEADLAB_ROTEL_BIN)");
+    let path = std::env::var("LEADLAB_ROTEL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join(".venv/lib/python3.11/site-packages/rotel/rotel-agent")
+        });
+    assert!(
+        path.exists(),
+        "rotel not found at {path:?}: run scripts/stack up (scripts/test sets LEADLAB_ROTEL_BIN)"
+    );
     path
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl OwnCollector {
@@ -48,13 +58,22 @@ impl OwnCollector {
     async fn resume(&mut self) {
         let ch = &self.stack.clickhouse;
         let child = Command::new(rotel_binary())
-            .args(["start", "--exporter", "clickhouse", "--clickhouse-exporter-async-insert", "false"])
+            .args([
+                "start",
+                "--exporter",
+                "clickhouse",
+                "--clickhouse-exporter-async-insert",
+                "false",
+            ])
             .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{}", self.grpc)])
             .args(["--otlp-http-endpoint", &format!("127.0.0.1:{}", self.http)])
             .args(["--clickhouse-exporter-endpoint", &ch.url])
             .args(["--clickhouse-exporter-database", &ch.database])
             .args(["--clickhouse-exporter-user", &ch.user])
-            .args(["--pid-file", &self.dir.path().join("rotel.pid").to_string_lossy()])
+            .args([
+                "--pid-file",
+                &self.dir.path().join("rotel.pid").to_string_lossy(),
+            ])
             .env("ROTEL_CLICKHOUSE_EXPORTER_PASSWORD", &ch.password)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -62,9 +81,15 @@ impl OwnCollector {
             .expect("rotel starts");
         self.child = Some(child);
         let grpc = self.grpc;
-        eventually("our collector to listen", Duration::from_secs(20), || async move {
-            std::net::TcpStream::connect(("127.0.0.1", grpc)).ok().map(|_| ())
-        })
+        eventually(
+            "our collector to listen",
+            Duration::from_secs(20),
+            || async move {
+                std::net::TcpStream::connect(("127.0.0.1", grpc))
+                    .ok()
+                    .map(|_| ())
+            },
+        )
         .await;
     }
 
@@ -87,24 +112,42 @@ async fn submit(app: &TestApp, page: &str) {
         "name": "Outage Tester", "email": format!("{}@example.com", unique_name("outage")),
         "source": "quiz", "page": page, "consent": true
     });
-    let response = app.post_json("/v1/leads", Some(&app.keys.quiz), &lead).await;
-    assert_eq!(response.status().as_u16(), 201, "the service keeps accepting leads");
+    let response = app
+        .post_json("/v1/leads", Some(&app.keys.quiz), &lead)
+        .await;
+    assert_eq!(
+        response.status().as_u16(),
+        201,
+        "the service keeps accepting leads"
+    );
 }
 
 async fn rows_on(app: &TestApp, page: &str, expected: u64) {
     let client = app.stack.client();
-    eventually(&format!("{expected} rows for {page}"), Duration::from_secs(30), || {
-        let query = client
-            .query("SELECT count() FROM lead_submissions WHERE service = ? AND page = ?")
-            .bind(&app.service)
-            .bind(page);
-        async move { logged(query.fetch_one::<u64>().await).filter(|n| *n >= expected) }
-    })
+    eventually(
+        &format!("{expected} rows for {page}"),
+        Duration::from_secs(30),
+        || {
+            let query = client
+                .query("SELECT count() FROM lead_submissions WHERE service = ? AND page = ?")
+                .bind(&app.service)
+                .bind(page);
+            async move { logged(query.fetch_one::<u64>().await).filter(|n| *n >= expected) }
+        },
+    )
     .await;
 }
 
 async fn export_failures(app: &TestApp) -> u64 {
-    let health: Value = app.http.get(app.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    let health: Value = app
+        .http
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     health["telemetry_export_failures"].as_u64().unwrap()
 }
 
@@ -128,10 +171,14 @@ async fn the_service_survives_a_collector_outage_and_recovers() {
     for _ in 0..3 {
         submit(&app, "/during").await;
     }
-    eventually("export failures to be counted", Duration::from_secs(30), || {
-        let app = &app;
-        async move { Some(export_failures(app).await).filter(|n| *n > 0) }
-    })
+    eventually(
+        "export failures to be counted",
+        Duration::from_secs(30),
+        || {
+            let app = &app;
+            async move { Some(export_failures(app).await).filter(|n| *n > 0) }
+        },
+    )
     .await;
 
     collector.resume().await;

@@ -47,7 +47,15 @@ pub struct Row {
     pub http_status: u16,
 }
 
-fn row(endpoint: &str, source: &str, page: &str, outcome: &str, reason: &str, field: &str, status: u16) -> Row {
+fn row(
+    endpoint: &str,
+    source: &str,
+    page: &str,
+    outcome: &str,
+    reason: &str,
+    field: &str,
+    status: u16,
+) -> Row {
     Row {
         endpoint: endpoint.into(),
         source: source.into(),
@@ -61,22 +69,34 @@ fn row(endpoint: &str, source: &str, page: &str, outcome: &str, reason: &str, fi
 
 pub async fn rows_of(app: &TestApp, expected: usize) -> Vec<Row> {
     let client = app.stack.client();
-    let mut rows: Vec<Row> = eventually("the app's lead.submit spans in lead_submissions", ARRIVAL, || {
-        let query = client
-            .query(
-                "SELECT endpoint, source, page, outcome, reason, field, http_status \
+    let mut rows: Vec<Row> =
+        eventually(
+            "the app's lead.submit spans in lead_submissions",
+            ARRIVAL,
+            || {
+                let query = client
+                    .query(
+                        "SELECT endpoint, source, page, outcome, reason, field, http_status \
                  FROM lead_submissions WHERE service = ?",
-            )
-            .bind(&app.service);
-        async move { logged(query.fetch_all::<Row>().await).filter(|rows| rows.len() >= expected) }
-    })
-    .await;
+                    )
+                    .bind(&app.service);
+                async move {
+                    logged(query.fetch_all::<Row>().await).filter(|rows| rows.len() >= expected)
+                }
+            },
+        )
+        .await;
     rows.sort();
     rows
 }
 
 /// Sends `body` and checks the answer: status, the one JSON shape, and the reason.
-async fn expect(response: reqwest::Response, status: u16, outcome: &str, reason: Option<&str>) -> Value {
+async fn expect(
+    response: reqwest::Response,
+    status: u16,
+    outcome: &str,
+    reason: Option<&str>,
+) -> Value {
     let got = response.status().as_u16();
     let retry_after = response.headers().get("retry-after").cloned();
     let body: Value = response.json().await.expect("every answer is JSON");
@@ -115,112 +135,284 @@ async fn form(app: &TestApp, form_id: &str, key: &str, body: &str) -> reqwest::R
         .unwrap()
 }
 
+/// What a test expects of each attempt: its answer and, later, its row.
+#[derive(Default)]
+struct Ledger {
+    rows: Vec<Row>,
+}
+
+impl Ledger {
+    /// Checks the answer against `row` (status, outcome, reason, field) and keeps the row.
+    async fn expect(&mut self, response: reqwest::Response, row: Row) -> Value {
+        let reason = Some(row.reason.as_str()).filter(|r| !r.is_empty());
+        let body = expect(response, row.http_status, &row.outcome, reason).await;
+        let field = body["field"].as_str().unwrap_or_default();
+        assert_eq!(field, row.field, "{body}");
+        self.rows.push(row);
+        body
+    }
+}
+
+fn accepted(endpoint: &str, source: &str, page: &str) -> Row {
+    row(endpoint, source, page, "accepted", "", "", 201)
+}
+
+fn rejected(source: &str, page: &str, reason: &str, field: &str, status: u16) -> Row {
+    row("leads", source, page, "rejected", reason, field, status)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_outcome_and_reason_is_answered_recorded_once_and_counted() {
     let crm = FakeCrm::start().await;
     let mut app = TestApp::spawn_with(|s| crm.configure(s)).await;
     let k = app.keys.clone();
-    let mut expected = Vec::new();
+    let mut ledger = Ledger::default();
     let quiz = |page: &str| lead("quiz", page);
 
     // Accepted through each endpoint.
-    expect(app.post_json("/v1/leads", Some(&k.quiz), &quiz("/quiz/start")).await, 201, "accepted", None).await;
-    expected.push(row("leads", "quiz", "/quiz/start", "accepted", "", "", 201));
+    let answer = app.post_lead(Some(&k.quiz), &quiz("/quiz/start")).await;
+    ledger
+        .expect(answer, accepted("leads", "quiz", "/quiz/start"))
+        .await;
     let email = unique_name("form") + "@example.com";
-    let body = format!("name=Grace+Hopper&email={email}&phone=%2B15551234567&consent=on&utm_source=ads");
-    expect(form(&app, "pricing-contact", &k.web_form, &body).await, 201, "accepted", None).await;
-    expected.push(row("forms", "web_form", "/pricing", "accepted", "", "", 201));
-    let batch = json!({"leads": [quiz("/quiz/end"), with(quiz("/quiz/end"), "email", json!("not-an-email"))]});
-    let reply = app.post_json("/v1/leads/batch", Some(&k.quiz), &batch).await;
+    let body = format!("name=Grace+Hopper&email={email}&phone=%2B15551234567&consent=on");
+    let answer = form(&app, "pricing-contact", &k.web_form, &body).await;
+    ledger
+        .expect(answer, accepted("forms", "web_form", "/pricing"))
+        .await;
+    let bad_email = with(quiz("/quiz/end"), "email", json!("not-an-email"));
+    let batch = json!({"leads": [quiz("/quiz/end"), bad_email]});
+    let reply = app
+        .post_json("/v1/leads/batch", Some(&k.quiz), &batch)
+        .await;
     assert_eq!(reply.status().as_u16(), 200);
     let reply: Value = reply.json().await.unwrap();
-    assert_eq!((reply["accepted"].as_u64(), reply["rejected"].as_u64()), (Some(1), Some(1)), "{reply}");
+    assert_eq!(reply["accepted"], 1, "{reply}");
+    assert_eq!(reply["rejected"], 1, "{reply}");
     assert_eq!(reply["results"][1]["reason"], "invalid_field");
     assert_eq!(reply["results"][1]["field"], "email");
-    expected.push(row("batch", "quiz", "/quiz/end", "accepted", "", "", 201));
-    expected.push(row("batch", "quiz", "/quiz/end", "rejected", "invalid_field", "email", 422));
+    ledger.rows.push(accepted("batch", "quiz", "/quiz/end"));
+    ledger.rows.push(row(
+        "batch",
+        "quiz",
+        "/quiz/end",
+        "rejected",
+        "invalid_field",
+        "email",
+        422,
+    ));
 
     // The body itself is wrong.
-    expect(raw(&app, &k.quiz, "application/json", vec![]).await, 400, "rejected", Some("invalid_payload")).await;
-    expect(raw(&app, &k.quiz, "application/json", b"{\"name\":".to_vec()).await, 400, "rejected", Some("invalid_payload")).await;
-    expect(raw(&app, &k.quiz, "application/json", vec![0xff, 0xfe, 0x7b]).await, 400, "rejected", Some("invalid_payload")).await;
-    expect(raw(&app, &k.quiz, "text/plain", b"hello".to_vec()).await, 415, "rejected", Some("unsupported_media_type")).await;
-    expect(raw(&app, &k.quiz, "application/json", vec![b' '; 1 << 20]).await, 413, "rejected", Some("payload_too_large")).await;
-    for (reason, status) in [
-        ("invalid_payload", 400),
-        ("invalid_payload", 400),
-        ("invalid_payload", 400),
-        ("unsupported_media_type", 415),
-        ("payload_too_large", 413),
-    ] {
-        expected.push(row("leads", "", "", "rejected", reason, "", status));
+    let bodies: [(&str, Vec<u8>, u16, &str); 5] = [
+        ("application/json", vec![], 400, "invalid_payload"),
+        (
+            "application/json",
+            b"{\"name\":".to_vec(),
+            400,
+            "invalid_payload",
+        ),
+        (
+            "application/json",
+            vec![0xff, 0xfe, 0x7b],
+            400,
+            "invalid_payload",
+        ),
+        (
+            "text/plain",
+            b"hello".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "application/json",
+            vec![b' '; 1 << 20],
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (content_type, body, status, reason) in bodies {
+        let answer = raw(&app, &k.quiz, content_type, body).await;
+        ledger
+            .expect(answer, rejected("", "", reason, "", status))
+            .await;
     }
     let extra = with(quiz("/quiz/start"), "favourite_colour", json!("teal"));
-    expect(app.post_json("/v1/leads", Some(&k.quiz), &extra).await, 400, "rejected", Some("invalid_payload")).await;
-    expected.push(row("leads", "quiz", "/quiz/start", "rejected", "invalid_payload", "", 400));
+    let answer = app.post_lead(Some(&k.quiz), &extra).await;
+    ledger
+        .expect(
+            answer,
+            rejected("quiz", "/quiz/start", "invalid_payload", "", 400),
+        )
+        .await;
 
     // A field is wrong: the source and page are still recorded.
-    let cases = [
-        (without(quiz("/quiz/start"), "email"), "email", "quiz", "/quiz/start"),
-        (with(quiz("/quiz/start"), "name", json!("x".repeat(300))), "name", "quiz", "/quiz/start"),
-        (with(quiz("/quiz/start"), "phone", json!("call me maybe")), "phone", "quiz", "/quiz/start"),
-        (with(quiz("/x"), "page", json!("/pricing'; DROP TABLE leads;--")), "page", "quiz", ""),
-        (with(quiz("/quiz/start"), "source", json!("quiz' OR 1=1 --")), "source", "", "/quiz/start"),
-        (with(lead("web_form", "/contact"), "consent", json!(false)), "consent", "web_form", "/contact"),
-        (with(quiz("/quiz/start"), "submitted_at", json!("2026-01-01T00:00:00Z")), "submitted_at", "quiz", "/quiz/start"),
+    let fields = [
+        (
+            without(quiz("/quiz/start"), "email"),
+            "email",
+            "quiz",
+            "/quiz/start",
+        ),
+        (
+            with(quiz("/quiz/start"), "name", json!("x".repeat(300))),
+            "name",
+            "quiz",
+            "/quiz/start",
+        ),
+        (
+            with(quiz("/quiz/start"), "phone", json!("call me maybe")),
+            "phone",
+            "quiz",
+            "/quiz/start",
+        ),
+        (
+            with(quiz("/x"), "page", json!("/pricing'; DROP TABLE leads;--")),
+            "page",
+            "quiz",
+            "",
+        ),
+        (
+            with(quiz("/quiz/start"), "source", json!("quiz' OR 1=1 --")),
+            "source",
+            "",
+            "/quiz/start",
+        ),
+        (
+            with(lead("web_form", "/contact"), "consent", json!(false)),
+            "consent",
+            "web_form",
+            "/contact",
+        ),
+        (
+            with(
+                quiz("/quiz/start"),
+                "submitted_at",
+                json!("2026-01-01T00:00:00Z"),
+            ),
+            "submitted_at",
+            "quiz",
+            "/quiz/start",
+        ),
     ];
-    for (body, field, source, page) in cases {
-        let key = if source == "web_form" { &k.web_form } else { &k.quiz };
-        let reply = expect(app.post_json("/v1/leads", Some(key), &body).await, 422, "rejected", Some("invalid_field")).await;
-        assert_eq!(reply["field"], field, "{reply}");
-        expected.push(row("leads", source, page, "rejected", "invalid_field", field, 422));
+    for (body, field, source, page) in fields {
+        let key = if source == "web_form" {
+            &k.web_form
+        } else {
+            &k.quiz
+        };
+        let answer = app.post_lead(Some(key), &body).await;
+        ledger
+            .expect(answer, rejected(source, page, "invalid_field", field, 422))
+            .await;
     }
     // Markup in a name is data, not a threat to a JSON API: accepted as is.
-    let html = with(quiz("/quiz/start"), "name", json!("<script>alert(1)</script>"));
-    expect(app.post_json("/v1/leads", Some(&k.quiz), &html).await, 201, "accepted", None).await;
-    expected.push(row("leads", "quiz", "/quiz/start", "accepted", "", "", 201));
+    let html = with(
+        quiz("/quiz/start"),
+        "name",
+        json!("<script>alert(1)</script>"),
+    );
+    ledger
+        .expect(
+            app.post_lead(Some(&k.quiz), &html).await,
+            accepted("leads", "quiz", "/quiz/start"),
+        )
+        .await;
 
     // Who is asking.
-    expect(form(&app, "no-such-form", &k.web_form, "name=A").await, 404, "rejected", Some("unknown_form")).await;
-    expected.push(row("forms", "", "", "rejected", "unknown_form", "", 404));
-    expect(app.post_json("/v1/leads", None, &quiz("/quiz/start")).await, 401, "rejected", Some("unauthorized")).await;
-    expect(app.post_json("/v1/leads", Some("wrong-key"), &quiz("/quiz/start")).await, 401, "rejected", Some("unauthorized")).await;
-    expected.push(row("leads", "quiz", "/quiz/start", "rejected", "unauthorized", "", 401));
-    expected.push(row("leads", "quiz", "/quiz/start", "rejected", "unauthorized", "", 401));
-    let foreign = lead("partner_api", "/api");
-    expect(app.post_json("/v1/leads", Some(&k.quiz), &foreign).await, 403, "rejected", Some("source_key_mismatch")).await;
-    expected.push(row("leads", "partner_api", "/api", "rejected", "source_key_mismatch", "", 403));
-    expect(app.post_json("/v1/leads", Some(&k.qr_code), &lead("qr_code", "/poster")).await, 403, "rejected", Some("source_disabled")).await;
-    expected.push(row("leads", "qr_code", "/poster", "rejected", "source_disabled", "", 403));
+    let answer = form(&app, "no-such-form", &k.web_form, "name=A").await;
+    ledger
+        .expect(
+            answer,
+            row("forms", "", "", "rejected", "unknown_form", "", 404),
+        )
+        .await;
+    for key in [None, Some("wrong-key")] {
+        let answer = app.post_lead(key, &quiz("/quiz/start")).await;
+        ledger
+            .expect(
+                answer,
+                rejected("quiz", "/quiz/start", "unauthorized", "", 401),
+            )
+            .await;
+    }
+    let answer = app
+        .post_lead(Some(&k.quiz), &lead("partner_api", "/api"))
+        .await;
+    ledger
+        .expect(
+            answer,
+            rejected("partner_api", "/api", "source_key_mismatch", "", 403),
+        )
+        .await;
+    let answer = app
+        .post_lead(Some(&k.qr_code), &lead("qr_code", "/poster"))
+        .await;
+    ledger
+        .expect(
+            answer,
+            rejected("qr_code", "/poster", "source_disabled", "", 403),
+        )
+        .await;
 
     // Too many, twice, and the CRM's troubles.
     for _ in 0..2 {
-        expect(app.post_json("/v1/leads", Some(&k.limited), &quiz("/quiz/bot")).await, 201, "accepted", None).await;
-        expected.push(row("leads", "quiz", "/quiz/bot", "accepted", "", "", 201));
+        let answer = app.post_lead(Some(&k.limited), &quiz("/quiz/bot")).await;
+        ledger
+            .expect(answer, accepted("leads", "quiz", "/quiz/bot"))
+            .await;
     }
-    expect(app.post_json("/v1/leads", Some(&k.limited), &quiz("/quiz/bot")).await, 429, "rejected", Some("rate_limited")).await;
-    expected.push(row("leads", "quiz", "/quiz/bot", "rejected", "rate_limited", "", 429));
+    let answer = app.post_lead(Some(&k.limited), &quiz("/quiz/bot")).await;
+    ledger
+        .expect(
+            answer,
+            rejected("quiz", "/quiz/bot", "rate_limited", "", 429),
+        )
+        .await;
     let twice = quiz("/quiz/again");
-    expect(app.post_json("/v1/leads", Some(&k.quiz), &twice).await, 201, "accepted", None).await;
-    expect(app.post_json("/v1/leads", Some(&k.quiz), &twice).await, 409, "rejected", Some("duplicate")).await;
-    expected.push(row("leads", "quiz", "/quiz/again", "accepted", "", "", 201));
-    expected.push(row("leads", "quiz", "/quiz/again", "rejected", "duplicate", "", 409));
-    for (company, status, reason) in [("crm-fail", 502, "downstream_error"), ("crm-refuse", 502, "downstream_error"), ("crm-slow", 504, "downstream_timeout")] {
-        let body = with(quiz("/quiz/crm"), "company", json!(company));
-        expect(app.post_json("/v1/leads", Some(&k.quiz), &body).await, status, "failed", Some(reason)).await;
-        expected.push(row("leads", "quiz", "/quiz/crm", "failed", reason, "", status));
+    ledger
+        .expect(
+            app.post_lead(Some(&k.quiz), &twice).await,
+            accepted("leads", "quiz", "/quiz/again"),
+        )
+        .await;
+    let answer = app.post_lead(Some(&k.quiz), &twice).await;
+    ledger
+        .expect(
+            answer,
+            rejected("quiz", "/quiz/again", "duplicate", "", 409),
+        )
+        .await;
+    for (company, status, reason) in [
+        ("crm-fail", 502, "downstream_error"),
+        ("crm-refuse", 502, "downstream_error"),
+        ("crm-slow", 504, "downstream_timeout"),
+    ] {
+        let answer = app
+            .post_lead(
+                Some(&k.quiz),
+                &with(quiz("/quiz/crm"), "company", json!(company)),
+            )
+            .await;
+        ledger
+            .expect(
+                answer,
+                row("leads", "quiz", "/quiz/crm", "failed", reason, "", status),
+            )
+            .await;
     }
 
     // Every attempt is one row.
+    let mut expected = ledger.rows;
     expected.sort();
-    let rows = rows_of(&app, expected.len()).await;
-    assert_eq!(rows, expected);
+    assert_eq!(rows_of(&app, expected.len()).await, expected);
 
     // And one count in the metric.
     app.stop().await;
     let mut by_outcome: BTreeMap<(String, String), f64> = BTreeMap::new();
     for r in &expected {
-        *by_outcome.entry((r.outcome.clone(), r.reason.clone())).or_default() += 1.0;
+        *by_outcome
+            .entry((r.outcome.clone(), r.reason.clone()))
+            .or_default() += 1.0;
     }
     let counted = submission_counts(&app, by_outcome.values().sum()).await;
     assert_eq!(counted, by_outcome);
@@ -251,7 +443,10 @@ async fn submission_counts(app: &TestApp, expected_total: f64) -> BTreeMap<(Stri
         }
     })
     .await;
-    counts.into_iter().map(|c| ((c.outcome, c.reason), c.total)).collect()
+    counts
+        .into_iter()
+        .map(|c| ((c.outcome, c.reason), c.total))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -291,11 +486,23 @@ async fn a_callers_traceparent_joins_our_spans_to_its_trace() {
         async move { logged(query.fetch_all::<SpanRow>().await).filter(|s| s.len() >= 2) }
     })
     .await;
-    let server = spans.iter().find(|s| s.kind.contains("Server")).expect("a server span");
-    assert_eq!(server.parent, caller_span, "the server span continues the caller's span");
+    let server = spans
+        .iter()
+        .find(|s| s.kind.contains("Server"))
+        .expect("a server span");
+    assert_eq!(
+        server.parent, caller_span,
+        "the server span continues the caller's span"
+    );
     assert_eq!(server.span_name, "POST /v1/leads");
-    let submit = spans.iter().find(|s| s.span_name == "lead.submit").expect("a lead.submit span");
-    assert_eq!(submit.parent, server.span_id, "lead.submit is a child of the server span");
+    let submit = spans
+        .iter()
+        .find(|s| s.span_name == "lead.submit")
+        .expect("a lead.submit span");
+    assert_eq!(
+        submit.parent, server.span_id,
+        "lead.submit is a child of the server span"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -305,16 +512,34 @@ async fn no_table_holds_a_submitted_email_phone_or_name() {
     let marker = uuid::Uuid::new_v4().simple().to_string();
     let email = format!("pii-{marker}@example.com");
     let name = format!("Pii Person {}", &marker[..12]);
-    let phone = format!("+4477{}", &marker.chars().filter(char::is_ascii_digit).chain("1234567890".chars()).take(8).collect::<String>());
+    let phone = format!(
+        "+4477{}",
+        &marker
+            .chars()
+            .filter(char::is_ascii_digit)
+            .chain("1234567890".chars())
+            .take(8)
+            .collect::<String>()
+    );
     let lead = json!({
         "name": name, "email": email, "phone": phone, "company": "crm-fail",
         "source": "quiz", "page": "/quiz/pii", "consent": true
     });
     let k = app.keys.clone();
-    app.post_json("/v1/leads", Some(&k.quiz), &with(lead.clone(), "company", json!("ok"))).await;
+    app.post_json(
+        "/v1/leads",
+        Some(&k.quiz),
+        &with(lead.clone(), "company", json!("ok")),
+    )
+    .await;
     app.post_json("/v1/leads", Some(&k.quiz), &lead).await; // failed delivery
     app.post_json("/v1/leads", Some(&k.partner), &lead).await; // key mismatch
-    app.post_json("/v1/leads", Some(&k.quiz), &with(lead.clone(), "page", json!("bad page"))).await;
+    app.post_json(
+        "/v1/leads",
+        Some(&k.quiz),
+        &with(lead.clone(), "page", json!("bad page")),
+    )
+    .await;
     rows_of(&app, 4).await;
     app.stop().await;
 
@@ -327,7 +552,13 @@ async fn no_table_holds_a_submitted_email_phone_or_name() {
     assert!(tables.contains(&"otel_traces".to_owned()));
     let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
     for table in tables {
-        for needle in [&email, &name, &phone, &digits, &email.split('@').next().unwrap().to_owned()] {
+        for needle in [
+            &email,
+            &name,
+            &phone,
+            &digits,
+            &email.split('@').next().unwrap().to_owned(),
+        ] {
             let found: u64 = client
                 .query(&format!(
                     "SELECT count() FROM {table} WHERE positionCaseInsensitive(formatRowNoNewline('TSV', *), ?) > 0"
@@ -345,8 +576,19 @@ async fn no_table_holds_a_submitted_email_phone_or_name() {
 async fn a_simulator_key_backdates_the_span_and_the_row() {
     let mut app = TestApp::spawn().await;
     let at = chrono::Utc::now() - chrono::Duration::days(3);
-    let body = with(lead("partner_api", "/api/leads"), "submitted_at", json!(at.to_rfc3339()));
-    expect(app.post_json("/v1/leads", Some(&app.keys.simulator), &body).await, 201, "accepted", None).await;
+    let body = with(
+        lead("partner_api", "/api/leads"),
+        "submitted_at",
+        json!(at.to_rfc3339()),
+    );
+    expect(
+        app.post_json("/v1/leads", Some(&app.keys.simulator), &body)
+            .await,
+        201,
+        "accepted",
+        None,
+    )
+    .await;
     app.stop().await;
     let client = app.stack.client();
     let stored: i64 = eventually("the backdated row", ARRIVAL, || {
@@ -356,17 +598,35 @@ async fn a_simulator_key_backdates_the_span_and_the_row() {
         async move { logged(query.fetch_optional::<i64>().await).flatten() }
     })
     .await;
-    assert!((stored - at.timestamp()).abs() <= 1, "event_time {stored} vs {}", at.timestamp());
+    assert!(
+        (stored - at.timestamp()).abs() <= 1,
+        "event_time {stored} vs {}",
+        at.timestamp()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dedup_survives_a_restart() {
     let app = TestApp::spawn().await;
     let body = lead("quiz", "/quiz/restart");
-    expect(app.post_json("/v1/leads", Some(&app.keys.quiz), &body).await, 201, "accepted", None).await;
+    expect(
+        app.post_json("/v1/leads", Some(&app.keys.quiz), &body)
+            .await,
+        201,
+        "accepted",
+        None,
+    )
+    .await;
     rows_of(&app, 1).await;
     let mut app = app.restart().await;
-    expect(app.post_json("/v1/leads", Some(&app.keys.quiz), &body).await, 409, "rejected", Some("duplicate")).await;
+    expect(
+        app.post_json("/v1/leads", Some(&app.keys.quiz), &body)
+            .await,
+        409,
+        "rejected",
+        Some("duplicate"),
+    )
+    .await;
     app.stop().await;
 }
 
@@ -384,6 +644,45 @@ async fn health_readiness_spec_and_docs_are_served() {
     app.stop().await;
 
     let mut dark = TestApp::spawn_with(|s| s.otel.enabled = false).await;
-    assert_eq!(dark.http.get(dark.url("/readyz")).send().await.unwrap().status(), 503);
+    assert_eq!(
+        dark.http
+            .get(dark.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
     dark.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shutdown_lets_in_flight_requests_finish_and_flushes_their_spans() {
+    let crm = FakeCrm::start().await;
+    let mut app = TestApp::spawn_with(|s| {
+        crm.configure(s);
+        s.delivery.timeout_ms = 5_000;
+    })
+    .await;
+    let slow = with(lead("quiz", "/quiz/shutdown"), "company", json!("crm-slow"));
+    let in_flight = tokio::spawn(
+        app.http
+            .post(app.url("/v1/leads"))
+            .bearer_auth(&app.keys.quiz)
+            .json(&slow)
+            .send(),
+    );
+    // Stop while the lead waits on the CRM (it answers after 3 s).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.stop().await;
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    expect(response, 201, "accepted", None).await;
+    assert_eq!(
+        rows_of(&app, 1).await.len(),
+        1,
+        "its span was flushed at shutdown"
+    );
 }

@@ -22,7 +22,15 @@ fn every_reason_code_is_documented_in_the_spec_and_in_docs_api_md() {
     let spec = lead_lab::http::openapi_spec();
     let docs = include_str!("../../docs/api.md");
     for reason in lead_lab::domain::Reason::ALL {
-        assert!(spec.contains(reason.as_str()), "spec lacks {}", reason.as_str());
-        assert!(docs.contains(&format!("`{}`", reason.as_str())), "docs/api.md lacks {}", reason.as_str());
+        assert!(
+            spec.contains(reason.as_str()),
+            "spec lacks {}",
+            reason.as_str()
+        );
+        assert!(
+            docs.contains(&format!("`{}`", reason.as_str())),
+            "docs/api.md lacks {}",
+            reason.as_str()
+        );
     }
 }
