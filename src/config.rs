@@ -10,10 +10,12 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub mod analyzer;
 pub mod schema;
 pub mod service;
 pub mod sources;
 
+pub use analyzer::{AnalyzerSettings, DetectorSettings, OllamaSettings};
 pub use schema::{SETTINGS, SettingDoc};
 pub use service::{
     DeliveryKind, DeliverySettings, HttpSettings, IngestSettings, OtelSettings, OtlpProtocol,
@@ -37,6 +39,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
+    /// Bearer token of the analysis endpoints; empty disables them.
+    pub admin_token: String,
     pub clickhouse: ClickHouseSettings,
     pub schema: SchemaSettings,
     pub log: LogSettings,
@@ -45,6 +49,9 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub delivery: DeliverySettings,
     pub rate_limit: RateLimitSettings,
+    pub analyzer: AnalyzerSettings,
+    pub ollama: OllamaSettings,
+    pub detectors: DetectorSettings,
     pub sources: Vec<SourceSettings>,
     pub forms: Vec<FormSettings>,
 }
@@ -166,10 +173,19 @@ impl Settings {
 
     fn check_service(&self) -> Result<(), ConfigError> {
         let fail = |key, reason: String| Err(ConfigError::OutOfRange { key, reason });
-        if self.ingest.time_zone.parse::<chrono_tz::Tz>().is_err() {
+        if self.analyzer.time_zone.parse::<chrono_tz::Tz>().is_err() {
             return fail(
-                "ingest.time_zone",
-                format!("`{}` is not an IANA time zone", self.ingest.time_zone),
+                "analyzer.time_zone",
+                format!("`{}` is not an IANA time zone", self.analyzer.time_zone),
+            );
+        }
+        if let Err(err) = self.analyzer.schedule.parse::<cron::Schedule>() {
+            return fail(
+                "analyzer.schedule",
+                format!(
+                    "`{}` is not a cron expression with seconds: {err}",
+                    self.analyzer.schedule
+                ),
             );
         }
         if self.delivery.kind == DeliveryKind::Webhook && self.delivery.url.is_empty() {
@@ -201,6 +217,7 @@ impl Settings {
         for secret in [
             &mut shown.clickhouse.password,
             &mut shown.ingest.submitter_secret,
+            &mut shown.admin_token,
         ] {
             if !secret.is_empty() {
                 *secret = "<redacted>".into();

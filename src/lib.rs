@@ -2,6 +2,7 @@
 //!
 //! See docs/architecture.md for how the pieces fit together.
 
+pub mod analyze;
 pub mod cli;
 pub mod config;
 pub mod domain;

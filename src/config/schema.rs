@@ -156,11 +156,6 @@ pub const SETTINGS: &[SettingDoc] = &[
         meaning: "same submitter + source + page within this many seconds is a duplicate",
     },
     SettingDoc {
-        key: "ingest.time_zone",
-        default: "UTC",
-        meaning: "IANA time zone of day boundaries",
-    },
-    SettingDoc {
         key: "delivery.kind",
         default: "none",
         meaning: "where accepted leads go: none or webhook",
@@ -194,6 +189,131 @@ pub const SETTINGS: &[SettingDoc] = &[
         key: "rate_limit.per_second",
         default: "5.0",
         meaning: "tokens a client key gets back per second",
+    },
+    SettingDoc {
+        key: "admin_token",
+        default: "(empty)",
+        meaning: "Bearer token of the analysis endpoints (empty: they answer 401); never printed",
+    },
+    SettingDoc {
+        key: "analyzer.time_zone",
+        default: "UTC",
+        meaning: "IANA time zone whose calendar days are analysed",
+    },
+    SettingDoc {
+        key: "analyzer.baseline_days",
+        default: "7",
+        meaning: "previous days the baseline is computed over",
+    },
+    SettingDoc {
+        key: "analyzer.schedule",
+        default: "0 15 1 * * *",
+        meaning: "when serve analyses yesterday: cron with seconds, in analyzer.time_zone",
+    },
+    SettingDoc {
+        key: "analyzer.schedule_enabled",
+        default: "true",
+        meaning: "run the daily schedule inside serve",
+    },
+    SettingDoc {
+        key: "analyzer.workers",
+        default: "2",
+        meaning: "analyses that may run at once (one per day at most)",
+    },
+    SettingDoc {
+        key: "analyzer.max_attempts",
+        default: "3",
+        meaning: "attempts of a run before it ends failed or degraded",
+    },
+    SettingDoc {
+        key: "analyzer.retry_backoff_ms",
+        default: "2000",
+        meaning: "pause before the second attempt, doubled after each further one",
+    },
+    SettingDoc {
+        key: "ollama.url",
+        default: "http://127.0.0.1:11434",
+        meaning: "Ollama server",
+    },
+    SettingDoc {
+        key: "ollama.model",
+        default: "llama3.1:8b",
+        meaning: "model asked to narrate the day",
+    },
+    SettingDoc {
+        key: "ollama.connect_timeout_ms",
+        default: "2000",
+        meaning: "connect timeout of a call to Ollama",
+    },
+    SettingDoc {
+        key: "ollama.timeout_ms",
+        default: "120000",
+        meaning: "whole-request timeout of one /api/chat call",
+    },
+    SettingDoc {
+        key: "ollama.keep_alive",
+        default: "10m",
+        meaning: "how long Ollama keeps the model loaded after a call",
+    },
+    SettingDoc {
+        key: "ollama.seed",
+        default: "42",
+        meaning: "sampling seed, so the same facts give the same words",
+    },
+    SettingDoc {
+        key: "ollama.max_context_tokens",
+        default: "32768",
+        meaning: "upper bound of num_ctx (it is sized to the prompt)",
+    },
+    SettingDoc {
+        key: "detectors.min_attempts",
+        default: "20",
+        meaning: "attempts below which a subject's rates are not compared",
+    },
+    SettingDoc {
+        key: "detectors.volume_change_ratio",
+        default: "0.5",
+        meaning: "relative change vs baseline that is a volume drop (and, doubled, a spike)",
+    },
+    SettingDoc {
+        key: "detectors.failure_rate_rise",
+        default: "0.15",
+        meaning: "rise of the failure share (0-1) over baseline that is flagged",
+    },
+    SettingDoc {
+        key: "detectors.concentration_share",
+        default: "0.6",
+        meaning: "share of a day's failures on one subject that is a concentration",
+    },
+    SettingDoc {
+        key: "detectors.auth_cluster_min",
+        default: "10",
+        meaning: "source_key_mismatch or unauthorized attempts that make a cluster",
+    },
+    SettingDoc {
+        key: "detectors.burst_per_minute",
+        default: "20",
+        meaning: "attempts of one client in one minute that make a burst",
+    },
+    SettingDoc {
+        key: "detectors.outage_min_minutes",
+        default: "5",
+        meaning: "consecutive minutes of downstream failures that make an outage",
+    },
+    SettingDoc {
+        key: "detectors.silence_min_hours",
+        default: "3",
+        meaning: "hours without traffic that make a usually busy source silent",
+    },
+    SettingDoc {
+        key: "detectors.duplicate_surge_ratio",
+        default: "3.0",
+        meaning: "duplicates vs the baseline daily mean that make a surge",
+    },
+    SettingDoc {
+        key: "detectors.latency_regression_ratio",
+        default: "2.0",
+        meaning: "p95 latency vs baseline that is a regression",
     },
 ];
 
@@ -236,12 +356,11 @@ mod tests {
         defaults.schema.cluster = Some(String::new()); // Option::None is not serialized
         let value = toml::Value::try_from(defaults).unwrap();
         let mut keys = Vec::new();
-        for (section, table) in value.as_table().unwrap() {
-            if FILE_ONLY_SECTIONS.contains(&section.as_str()) {
-                continue;
-            }
-            for name in table.as_table().unwrap().keys() {
-                keys.push(format!("{section}.{name}"));
+        for (section, value) in value.as_table().unwrap() {
+            match value.as_table() {
+                _ if FILE_ONLY_SECTIONS.contains(&section.as_str()) => {}
+                Some(table) => keys.extend(table.keys().map(|name| format!("{section}.{name}"))),
+                None => keys.push(section.clone()),
             }
         }
         keys.sort();

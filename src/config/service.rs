@@ -92,8 +92,6 @@ pub struct IngestSettings {
     pub unknown_fields: UnknownFields,
     /// Same submitter + source + page within this window is a duplicate.
     pub dedup_window_secs: u64,
-    /// Time zone of day boundaries (IANA name).
-    pub time_zone: String,
 }
 
 impl Default for IngestSettings {
@@ -102,7 +100,6 @@ impl Default for IngestSettings {
             submitter_secret: "change-me-local-only".into(),
             unknown_fields: UnknownFields::Reject,
             dedup_window_secs: 24 * 3600,
-            time_zone: "UTC".into(),
         }
     }
 }

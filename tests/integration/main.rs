@@ -2,12 +2,16 @@
 //! One binary, so the modules share support code.
 
 mod app;
+mod fake_ollama;
 mod support;
 
+mod analyzer_facts;
 mod clickhouse_http;
 mod collector_outage;
 mod compose;
+mod dashboards;
 mod ingest;
 mod migrate;
+mod narration;
 mod openapi;
 mod otel_pipeline;

@@ -1,0 +1,111 @@
+//! What a detector reports: a closed set of kinds, a subject, the numbers behind it.
+//! Findings are facts about the day, not advice: the narration may only restate them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// A source or endpoint received far fewer attempts than its baseline.
+    VolumeDrop,
+    /// A source or endpoint received far more attempts than its baseline.
+    VolumeSpike,
+    /// A source or endpoint failed (rejected + failed) far more often than its baseline.
+    FailureRateRise,
+    /// Most of the day's failures sit on one source, page or field.
+    FailureConcentration,
+    /// Valid keys used for the wrong source: a deployment carries a sibling's key.
+    KeyMismatchCluster,
+    /// Many attempts with missing, unknown, wrong or rotated keys.
+    UnauthorizedCluster,
+    /// One client sent a burst that the rate limit cut off.
+    RateLimitBurst,
+    /// A window of minutes in which delivery to the CRM failed or timed out.
+    DownstreamOutage,
+    /// A source that always had traffic had none for hours.
+    SilentSource,
+    /// A page or form with traffic today that the baseline never saw.
+    NewPage,
+    /// Duplicates far above the baseline.
+    DuplicateSurge,
+    /// p95 submission latency far above the baseline.
+    LatencyRegression,
+}
+
+impl FindingKind {
+    pub const ALL: [FindingKind; 12] = [
+        FindingKind::VolumeDrop,
+        FindingKind::VolumeSpike,
+        FindingKind::FailureRateRise,
+        FindingKind::FailureConcentration,
+        FindingKind::KeyMismatchCluster,
+        FindingKind::UnauthorizedCluster,
+        FindingKind::RateLimitBurst,
+        FindingKind::DownstreamOutage,
+        FindingKind::SilentSource,
+        FindingKind::NewPage,
+        FindingKind::DuplicateSurge,
+        FindingKind::LatencyRegression,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::VolumeDrop => "volume_drop",
+            FindingKind::VolumeSpike => "volume_spike",
+            FindingKind::FailureRateRise => "failure_rate_rise",
+            FindingKind::FailureConcentration => "failure_concentration",
+            FindingKind::KeyMismatchCluster => "key_mismatch_cluster",
+            FindingKind::UnauthorizedCluster => "unauthorized_cluster",
+            FindingKind::RateLimitBurst => "rate_limit_burst",
+            FindingKind::DownstreamOutage => "downstream_outage",
+            FindingKind::SilentSource => "silent_source",
+            FindingKind::NewPage => "new_page",
+            FindingKind::DuplicateSurge => "duplicate_surge",
+            FindingKind::LatencyRegression => "latency_regression",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+}
+
+/// What the finding is about, e.g. `source=quiz`, `page=/pricing field=consent`,
+/// `client=quiz-bot`. Only closed-set values and ids, never personal data.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Subject {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub form_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub subject: Subject,
+    pub severity: Severity,
+    /// 0–1: how sure the detector is (little data → lower).
+    pub confidence: f64,
+    /// One plain sentence, built from the evidence only.
+    pub summary: String,
+    /// The numbers behind it, by name (`attempts`, `baseline_mean`, `failure_share`, …).
+    pub evidence: BTreeMap<String, f64>,
+    /// Start and end (RFC 3339) when the finding is a time window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<(String, String)>,
+}

@@ -1,0 +1,113 @@
+//! Settings of the daily analyzer: its day and schedule, the model it asks, and the
+//! thresholds of its detectors.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyzerSettings {
+    /// IANA time zone whose calendar days are analysed.
+    pub time_zone: String,
+    /// Previous days the baseline is computed over.
+    pub baseline_days: u32,
+    /// When `serve` analyses yesterday: cron with a seconds field, in `time_zone`.
+    pub schedule: String,
+    /// Run the schedule at all (the API and CLI work either way).
+    pub schedule_enabled: bool,
+    /// Analyses that may run at once (one per day at most).
+    pub workers: usize,
+    /// Attempts of a run before it is marked failed or degraded.
+    pub max_attempts: u32,
+    /// Pause before the second attempt; doubles after each further one.
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for AnalyzerSettings {
+    fn default() -> Self {
+        Self {
+            time_zone: "UTC".into(),
+            baseline_days: 7,
+            schedule: "0 15 1 * * *".into(),
+            schedule_enabled: true,
+            workers: 2,
+            max_attempts: 3,
+            retry_backoff_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OllamaSettings {
+    /// Base URL of the Ollama server.
+    pub url: String,
+    pub model: String,
+    pub connect_timeout_ms: u64,
+    /// Whole-request timeout of one /api/chat call.
+    pub timeout_ms: u64,
+    /// How long Ollama keeps the model loaded after a call (Ollama duration, e.g. "10m").
+    pub keep_alive: String,
+    /// Fixed sampling seed, so the same facts give the same words.
+    pub seed: i64,
+    /// Upper bound of the context window requested (num_ctx is sized to the prompt).
+    pub max_context_tokens: u32,
+}
+
+impl Default for OllamaSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:11434".into(),
+            model: "llama3.1:8b".into(),
+            connect_timeout_ms: 2_000,
+            timeout_ms: 120_000,
+            keep_alive: "10m".into(),
+            seed: 42,
+            max_context_tokens: 32_768,
+        }
+    }
+}
+
+/// Thresholds of the deterministic detectors (docs/analyzer.md explains each).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectorSettings {
+    /// Fewer attempts than this (for a subject, in the day or its baseline) are too few
+    /// to compare rates on.
+    pub min_attempts: u64,
+    /// Volume below baseline × (1 − this) is a drop; above baseline × (1 + this) × 2 a spike.
+    pub volume_change_ratio: f64,
+    /// A failure share this many points (0–1) above the baseline's is a rise.
+    pub failure_rate_rise: f64,
+    /// One subject holding at least this share of a day's failures is a concentration.
+    pub concentration_share: f64,
+    /// At least this many source_key_mismatch or unauthorized attempts make a cluster.
+    pub auth_cluster_min: u64,
+    /// Attempts from one client in one minute at or above this make a burst.
+    pub burst_per_minute: u64,
+    /// Consecutive minutes with downstream failures that make an outage window.
+    pub outage_min_minutes: u64,
+    /// Hours without traffic, for a source that had traffic in every baseline day, that
+    /// make it silent.
+    pub silence_min_hours: u64,
+    /// Duplicates at least this many times the baseline's daily mean are a surge.
+    pub duplicate_surge_ratio: f64,
+    /// A p95 latency at least this many times the baseline's is a regression.
+    pub latency_regression_ratio: f64,
+}
+
+impl Default for DetectorSettings {
+    fn default() -> Self {
+        Self {
+            min_attempts: 20,
+            volume_change_ratio: 0.5,
+            failure_rate_rise: 0.15,
+            concentration_share: 0.6,
+            auth_cluster_min: 10,
+            burst_per_minute: 20,
+            outage_min_minutes: 5,
+            silence_min_hours: 3,
+            duplicate_surge_ratio: 3.0,
+            latency_regression_ratio: 2.0,
+        }
+    }
+}
