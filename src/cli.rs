@@ -8,10 +8,12 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, ConfigError, Settings};
 use crate::http::{Application, ServeError};
+use crate::simulate::{Mode as SimulateMode, SimulateOptions};
 use crate::store::{
     self,
     migrate::{MigrateError, MigrationState, Migrator, SchemaTarget},
 };
+use crate::telemetry::Telemetry;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -71,6 +73,13 @@ pub enum Command {
         #[arg(long, env = "LEADLAB_HTTP_LISTEN", value_name = "ADDR")]
         listen: Option<String>,
     },
+    /// Send realistic lead traffic with injected incidents through the real ingest path.
+    ///
+    /// Live (`--live`) at the scenario's daily curve, or a backfill of past days
+    /// (`--backfill 7d`, `--from/--to`) whose events keep their simulated times. The same
+    /// scenario and seed send the same requests. Prints a summary; writes it and the
+    /// ground truth of the injected incidents as JSON when asked.
+    Simulate(SimulateArgs),
     /// Print the SHA-256 of an API key, the form `[[sources.keys]] sha256` takes.
     HashKey {
         /// The key to hash (read from the environment to keep it out of shell history).
@@ -79,6 +88,86 @@ pub enum Command {
     },
     /// Print the effective settings (defaults + file + env) as TOML, secrets redacted.
     Config,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["backfill", "from", "live"])))]
+pub struct SimulateArgs {
+    /// Scenario file (TOML; docs/simulator.md).
+    #[arg(
+        long,
+        env = "LEADLAB_SIM_SCENARIO",
+        default_value = "scenarios/default.toml"
+    )]
+    scenario: PathBuf,
+    /// Backfill the N days before today, e.g. `7d` or `7`.
+    #[arg(long, env = "LEADLAB_SIM_BACKFILL", value_name = "DAYS", value_parser = parse_days)]
+    backfill: Option<u32>,
+    /// Backfill from this day (YYYY-MM-DD, scenario time zone)...
+    #[arg(long, env = "LEADLAB_SIM_FROM", requires = "to")]
+    from: Option<chrono::NaiveDate>,
+    /// ...to this day, inclusive.
+    #[arg(long, env = "LEADLAB_SIM_TO", requires = "from")]
+    to: Option<chrono::NaiveDate>,
+    /// Send from now on, in real time (see --speed, --duration).
+    #[arg(long, env = "LEADLAB_SIM_LIVE")]
+    live: bool,
+    /// Live: how many times faster than the daily curve.
+    #[arg(long, env = "LEADLAB_SIM_SPEED", default_value_t = 1.0)]
+    speed: f64,
+    /// Live: stop after this long, e.g. `30s`, `10m`, `2h` (default: until Ctrl-C).
+    #[arg(long, env = "LEADLAB_SIM_DURATION", value_parser = parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Seed of the random stream: same scenario + seed = same requests.
+    #[arg(long, env = "LEADLAB_SIM_SEED", default_value_t = 1)]
+    seed: u64,
+    /// Base URL of the lead-lab service.
+    #[arg(
+        long,
+        env = "LEADLAB_SIM_TARGET",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    target: String,
+    /// Write the summary (attempts per day, source, outcome, reason) as JSON here.
+    #[arg(long, env = "LEADLAB_SIM_SUMMARY", value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+    /// Write the injected incidents (ground truth for the analyzer) as JSON here.
+    #[arg(long, env = "LEADLAB_SIM_GROUND_TRUTH", value_name = "FILE")]
+    ground_truth: Option<PathBuf>,
+    /// Host the fake CRM on this address for the run (point delivery.url at it).
+    #[arg(long, env = "LEADLAB_SIM_CRM_LISTEN", value_name = "ADDR")]
+    crm_listen: Option<String>,
+    /// How long the fake CRM takes to answer during crm_slow incidents.
+    #[arg(long, env = "LEADLAB_SIM_CRM_SLOW_MS", default_value_t = 5_000)]
+    crm_slow_ms: u64,
+    /// No progress bar.
+    #[arg(long, env = "LEADLAB_SIM_QUIET")]
+    quiet: bool,
+}
+
+fn parse_days(text: &str) -> Result<u32, String> {
+    let days = text.strip_suffix('d').unwrap_or(text);
+    days.parse::<u32>()
+        .ok()
+        .filter(|d| (1..=3650).contains(d))
+        .ok_or_else(|| format!("`{text}` is not a number of days like 7d"))
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 30s, 10m, 2h"))?;
+    let seconds = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("`{text}`: use s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 fn after_help() -> String {
@@ -113,6 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             runtime()?.block_on(serve(settings))
         }
+        Command::Simulate(args) => runtime()?.block_on(simulate(&settings, args)),
         Command::HashKey { key } => {
             println!("{}", crate::ingest::hash_key(&key));
             Ok(())
@@ -160,6 +250,73 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(address = %app.address(), "lead-lab serving; API docs at /docs");
     app.run_until(shutdown_signal()).await?;
     tracing::info!("stopped; telemetry flushed");
+    Ok(())
+}
+
+async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()> {
+    let mode = simulate_mode(&args)?;
+    let options = SimulateOptions {
+        scenario: args.scenario,
+        mode,
+        seed: args.seed,
+        target: args.target,
+        crm_listen: args.crm_listen,
+        crm_slow: std::time::Duration::from_millis(args.crm_slow_ms),
+        show_progress: !args.quiet,
+    };
+    let mut otel = settings.otel.clone();
+    otel.service_name = format!("{}-simulator", otel.service_name);
+    let telemetry = Telemetry::init(&otel)?;
+    let report = tokio::select! {
+        report = crate::simulate::run(&options, telemetry.tracer()) => report,
+        _ = shutdown_signal() => {
+            telemetry.shutdown().await;
+            anyhow::bail!("interrupted");
+        }
+    };
+    telemetry.shutdown().await;
+    let report = report?;
+    print!("{}", report.summary.render());
+    if let Some(received) = report.crm_received {
+        println!("fake CRM received {received} deliveries");
+    }
+    write_json(args.summary_json.as_deref(), &report.summary)?;
+    write_json(args.ground_truth.as_deref(), &report.ground_truth)?;
+    Ok(())
+}
+
+fn simulate_mode(args: &SimulateArgs) -> anyhow::Result<SimulateMode> {
+    if args.live {
+        return Ok(SimulateMode::Live {
+            speed: args.speed,
+            duration: args.duration,
+        });
+    }
+    if let (Some(from), Some(to)) = (args.from, args.to) {
+        let days = u32::try_from((to - from).num_days() + 1)
+            .ok()
+            .filter(|d| *d > 0);
+        let days = days.ok_or_else(|| anyhow::anyhow!("--to must not be before --from"))?;
+        return Ok(SimulateMode::Backfill {
+            first_day: from,
+            days,
+        });
+    }
+    let scenario = crate::simulate::scenario::Scenario::load(&args.scenario)?;
+    let zone = scenario.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC);
+    let (first_day, days) = crate::simulate::last_days(zone, args.backfill.unwrap_or(7));
+    Ok(SimulateMode::Backfill { first_day, days })
+}
+
+fn write_json<T: serde::Serialize>(
+    path: Option<&std::path::Path>,
+    value: &T,
+) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("wrote {}", path.display());
     Ok(())
 }
 

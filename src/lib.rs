@@ -8,5 +8,6 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod ingest;
+pub mod simulate;
 pub mod store;
 pub mod telemetry;

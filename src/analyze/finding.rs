@@ -78,7 +78,7 @@ pub enum Severity {
 
 /// What the finding is about, e.g. `source=quiz`, `page=/pricing field=consent`,
 /// `client=quiz-bot`. Only closed-set values and ids, never personal data.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Subject {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,

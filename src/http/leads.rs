@@ -10,7 +10,7 @@ use poem_openapi::{Object, OpenApi, Tags};
 
 use super::body::{Documented, Unparsed};
 use super::replies::{BatchReply, BatchResponse, SubmitResponse};
-use crate::ingest::{Ingest, auth::presented_key};
+use crate::ingest::{Credentials, Ingest};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -81,7 +81,8 @@ impl Documented for FormRequest {
 
 pub struct LeadsApi;
 
-/// Authenticate with `Authorization: Bearer KEY` or `X-Api-Key: KEY`.
+/// Authenticate with `Authorization: Bearer KEY` or `X-Api-Key: KEY`. The simulator adds
+/// `X-Simulator-Key` and `X-Submitted-At` to replay events at their own time.
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Leads")]
 impl LeadsApi {
     /// Submit one lead as JSON.
@@ -92,7 +93,9 @@ impl LeadsApi {
         headers: &HeaderMap,
         body: Unparsed<LeadRequest>,
     ) -> SubmitResponse {
-        let verdict = ingest.submit_lead(presented_key(headers), body.body).await;
+        let verdict = ingest
+            .submit_lead(&Credentials::from_headers(headers), body.body)
+            .await;
         SubmitResponse::from_verdict(&verdict)
     }
 
@@ -106,7 +109,7 @@ impl LeadsApi {
         body: Unparsed<FormRequest>,
     ) -> SubmitResponse {
         let verdict = ingest
-            .submit_form(&form_id, presented_key(headers), body.body)
+            .submit_form(&form_id, &Credentials::from_headers(headers), body.body)
             .await;
         SubmitResponse::from_verdict(&verdict)
     }
@@ -119,7 +122,10 @@ impl LeadsApi {
         headers: &HeaderMap,
         body: Unparsed<BatchRequest>,
     ) -> BatchResponse {
-        match ingest.submit_batch(presented_key(headers), body.body).await {
+        match ingest
+            .submit_batch(&Credentials::from_headers(headers), body.body)
+            .await
+        {
             Ok(verdicts) => BatchResponse::Ok(Json(BatchReply::new(&verdicts))),
             Err(verdict) => BatchResponse::failure(&verdict),
         }

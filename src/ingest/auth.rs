@@ -37,16 +37,41 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-/// The key a request presents: `Authorization: Bearer KEY` or `X-Api-Key: KEY`.
-pub fn presented_key(headers: &poem::http::HeaderMap) -> Option<&str> {
-    let bearer = headers
-        .get(poem::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    bearer
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .map(str::trim)
-        .filter(|key| !key.is_empty())
+/// What a request presents: the key of the source it posts for and, from the simulator
+/// only, its own key with the time the replayed event happened. The two are separate so
+/// a replayed attempt can carry a wrong source key (that is the incident being replayed)
+/// and still land on its simulated day.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// `Authorization: Bearer KEY` or `X-Api-Key: KEY`.
+    pub key: Option<&'a str>,
+    /// `X-Simulator-Key: KEY` (a key with the simulator role).
+    pub simulator_key: Option<&'a str>,
+    /// `X-Submitted-At: RFC 3339`, honoured only with a valid simulator key.
+    pub submitted_at: Option<&'a str>,
+}
+
+impl<'a> Credentials<'a> {
+    pub fn from_headers(headers: &'a poem::http::HeaderMap) -> Self {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer "));
+        Self {
+            key: bearer.map(str::trim).or_else(|| header("x-api-key")),
+            simulator_key: header("x-simulator-key"),
+            submitted_at: header("x-submitted-at"),
+        }
+    }
+
+    pub fn stated_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let stated = chrono::DateTime::parse_from_rfc3339(self.submitted_at?).ok()?;
+        Some(stated.to_utc())
+    }
 }
 
 impl SourceRegistry {
@@ -78,6 +103,19 @@ impl SourceRegistry {
             sources,
             clients_by_key_hash,
         }
+    }
+
+    /// Whether the request comes from a trusted simulator (its own key, or a source key
+    /// with the simulator role), which may state event times.
+    pub fn is_simulator(&self, creds: &Credentials<'_>) -> bool {
+        [creds.simulator_key, creds.key]
+            .into_iter()
+            .flatten()
+            .any(|key| {
+                self.clients_by_key_hash
+                    .get(&hash_key(key))
+                    .is_some_and(|c| c.simulator)
+            })
     }
 
     pub fn source(&self, name: &str) -> Option<&Source> {
@@ -169,14 +207,59 @@ mod tests {
         );
     }
 
+    fn headers(pairs: &[(&'static str, &str)]) -> poem::http::HeaderMap {
+        let mut headers = poem::http::HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, value.parse().unwrap());
+        }
+        headers
+    }
+
     #[test]
     fn keys_come_from_bearer_or_x_api_key() {
-        let mut headers = poem::http::HeaderMap::new();
-        headers.insert("authorization", "Bearer abc".parse().unwrap());
-        assert_eq!(presented_key(&headers), Some("abc"));
-        let mut headers = poem::http::HeaderMap::new();
-        headers.insert("x-api-key", " def ".parse().unwrap());
-        assert_eq!(presented_key(&headers), Some("def"));
-        assert_eq!(presented_key(&poem::http::HeaderMap::new()), None);
+        let h = headers(&[("authorization", "Bearer abc")]);
+        assert_eq!(Credentials::from_headers(&h).key, Some("abc"));
+        let h = headers(&[("x-api-key", " def ")]);
+        assert_eq!(Credentials::from_headers(&h).key, Some("def"));
+        let h = headers(&[]);
+        assert_eq!(Credentials::from_headers(&h).key, None);
+    }
+
+    #[test]
+    fn only_a_simulator_key_makes_a_request_trusted() {
+        let mut settings = vec![SourceSettings {
+            name: "quiz".into(),
+            enabled: true,
+            require_consent: false,
+            keys: vec![KeySettings {
+                id: "quiz-sim".into(),
+                sha256: hash_key("sim-secret"),
+                roles: vec![KeyRole::Simulator],
+                rate_limit: None,
+            }],
+        }];
+        settings[0].keys.push(KeySettings {
+            id: "quiz-live".into(),
+            sha256: hash_key("live-secret"),
+            roles: vec![],
+            rate_limit: None,
+        });
+        let registry = SourceRegistry::new(&settings, RateLimitSettings::default());
+        let h = headers(&[
+            ("authorization", "Bearer rotated-key"),
+            ("x-simulator-key", "sim-secret"),
+            ("x-submitted-at", "2026-11-20T10:00:00Z"),
+        ]);
+        let creds = Credentials::from_headers(&h);
+        assert!(registry.is_simulator(&creds));
+        assert_eq!(
+            creds.stated_time().unwrap().to_rfc3339(),
+            "2026-11-20T10:00:00+00:00"
+        );
+        let h = headers(&[
+            ("authorization", "Bearer live-secret"),
+            ("x-simulator-key", "guess"),
+        ]);
+        assert!(!registry.is_simulator(&Credentials::from_headers(&h)));
     }
 }

@@ -8,7 +8,7 @@ pub mod pipeline;
 pub mod rate_limit;
 pub mod setup;
 
-pub use auth::hash_key;
+pub use auth::{Credentials, hash_key};
 pub use body::{BodyError, RawBody};
 pub use pipeline::{Endpoint, Ingest, Verdict};
 pub use setup::IngestError;

@@ -10,7 +10,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use uuid::Uuid;
 
-use super::auth::{Client, SourceRegistry};
+use super::auth::{Client, Credentials, SourceRegistry};
 use super::body::{BodyError, RawBody};
 use super::dedup::{DedupIndex, DedupKey};
 use super::delivery::{Delivery, DeliveryOutcome, LeadDelivery};
@@ -92,6 +92,8 @@ struct Record {
     lead_id: Option<Uuid>,
     delivery_attempts: u32,
     event_start: SystemTime,
+    /// A simulator key vouches for stated event times.
+    trusted: bool,
     span: Option<Context>,
 }
 
@@ -131,19 +133,24 @@ impl From<Rejection> for Ending {
 
 impl Ingest {
     /// `POST /v1/leads`.
-    pub async fn submit_lead(&self, key: Option<&str>, body: RawBody) -> Verdict {
-        let mut record = self.record(Endpoint::Leads, None);
+    pub async fn submit_lead(&self, creds: &Credentials<'_>, body: RawBody) -> Verdict {
+        let mut record = self.record(Endpoint::Leads, None, creds);
         let lead = body
             .json()
             .and_then(|bytes| crate::domain::lead_from_json(&bytes, self.unknown_fields));
-        let ending = self.decide(&mut record, lead, key).await;
+        let ending = self.decide(&mut record, lead, creds).await;
         self.finish(record, ending)
     }
 
     /// `POST /v1/forms/{form_id}`.
-    pub async fn submit_form(&self, form_id: &str, key: Option<&str>, body: RawBody) -> Verdict {
+    pub async fn submit_form(
+        &self,
+        form_id: &str,
+        creds: &Credentials<'_>,
+        body: RawBody,
+    ) -> Verdict {
         let Some(form) = self.forms.iter().find(|f| f.id == form_id) else {
-            let record = self.record(Endpoint::Forms, Some("unknown".into()));
+            let record = self.record(Endpoint::Forms, Some("unknown".into()), creds);
             let ending = Ending::rejected(
                 Reason::UnknownForm,
                 None,
@@ -151,12 +158,12 @@ impl Ingest {
             );
             return self.finish(record, ending);
         };
-        let mut record = self.record(Endpoint::Forms, Some(form.id.clone()));
+        let mut record = self.record(Endpoint::Forms, Some(form.id.clone()), creds);
         let lead = body.form().and_then(|bytes| {
             let (source, page) = form_target(form)?;
             crate::domain::lead_from_form(&bytes, source, page, self.unknown_fields)
         });
-        let ending = self.decide(&mut record, lead, key).await;
+        let ending = self.decide(&mut record, lead, creds).await;
         self.finish(record, ending)
     }
 
@@ -164,7 +171,7 @@ impl Ingest {
     /// batch itself cannot be read.
     pub async fn submit_batch(
         &self,
-        key: Option<&str>,
+        creds: &Credentials<'_>,
         body: RawBody,
     ) -> Result<Vec<Verdict>, Verdict> {
         let parsed = body.json().and_then(|bytes| {
@@ -173,22 +180,30 @@ impl Ingest {
         let leads = match parsed {
             Ok(leads) => leads,
             Err(rejection) => {
-                let mut record = self.record(Endpoint::Batch, None);
+                let mut record = self.record(Endpoint::Batch, None, creds);
                 self.note_context(&mut record, &rejection);
                 return Err(self.finish(record, rejection.into()));
             }
         };
         let mut verdicts = Vec::with_capacity(leads.len());
         for lead in leads {
-            let mut record = self.record(Endpoint::Batch, None);
-            let ending = self.decide(&mut record, lead, key).await;
+            let mut record = self.record(Endpoint::Batch, None, creds);
+            let ending = self.decide(&mut record, lead, creds).await;
             verdicts.push(self.finish(record, ending));
         }
         Ok(verdicts)
     }
 
-    fn record(&self, endpoint: Endpoint, form_id: Option<String>) -> Record {
-        let wall_start = SystemTime::now();
+    /// A fresh record. Its event time is now, unless a trusted simulator states when the
+    /// replayed event happened: then even a malformed attempt lands on its simulated day.
+    fn record(
+        &self,
+        endpoint: Endpoint,
+        form_id: Option<String>,
+        creds: &Credentials<'_>,
+    ) -> Record {
+        let trusted = self.registry.is_simulator(creds);
+        let stated = creds.stated_time().filter(|_| trusted);
         Record {
             attempt: Attempt {
                 endpoint,
@@ -202,7 +217,8 @@ impl Ingest {
             client_id: String::new(),
             lead_id: None,
             delivery_attempts: 0,
-            event_start: wall_start,
+            event_start: stated.map_or_else(SystemTime::now, SystemTime::from),
+            trusted,
             span: None,
         }
     }
@@ -212,7 +228,7 @@ impl Ingest {
         &self,
         record: &mut Record,
         lead: Result<LeadInput, Rejection>,
-        key: Option<&str>,
+        creds: &Credentials<'_>,
     ) -> Ending {
         let lead = match lead {
             Ok(lead) => lead,
@@ -227,12 +243,12 @@ impl Ingest {
         if let Err(ending) = self.validate_for_source(&lead) {
             return ending;
         }
-        let client = match self.registry.authenticate(key, lead.source.as_str()) {
+        let client = match self.registry.authenticate(creds.key, lead.source.as_str()) {
             Ok(client) => client,
             Err(reason) => return Ending::rejected(reason, None, auth_message(reason)),
         };
         record.client_id = client.id.clone();
-        let event_time = match event_time(&lead, client) {
+        let event_time = match event_time(&lead, record) {
             Ok(at) => at,
             Err(ending) => return ending,
         };
@@ -469,12 +485,13 @@ fn form_target(form: &FormSettings) -> Result<(SourceName, PagePath), Rejection>
     Ok((source, page))
 }
 
-/// When the lead happened: now, or — for simulator keys only — the stated `submitted_at`.
-fn event_time(lead: &LeadInput, client: &Client) -> Result<DateTime<Utc>, Ending> {
+/// When the lead happened: the record's time, or — for a trusted simulator only — the
+/// lead's own `submitted_at`.
+fn event_time(lead: &LeadInput, record: &Record) -> Result<DateTime<Utc>, Ending> {
     let now = Utc::now();
     match lead.submitted_at {
-        None => Ok(now),
-        Some(_) if !client.simulator => Err(Ending::rejected(
+        None => Ok(record.event_start.into()),
+        Some(_) if !record.trusted => Err(Ending::rejected(
             Reason::InvalidField,
             Some(Field::SubmittedAt),
             "submitted_at may only be stated by simulator keys",

@@ -15,3 +15,4 @@ mod migrate;
 mod narration;
 mod openapi;
 mod otel_pipeline;
+mod simulate;

@@ -1,0 +1,381 @@
+//! A hand-built normal day (four sources, 5% failures, a week of similar baseline) and
+//! helpers that plant one anomaly each, for the detectors' unit tests.
+
+use chrono::NaiveDate;
+
+use crate::analyze::facts::{
+    Baseline, BaselineLatency, BaselineVolume, Breakdown, ClientShape, Completeness, DayFacts,
+    DayStatus, Delivery, DownstreamWindow, Latency, PageField, Quantiles, Shape, Silence,
+    SourceActivity, SourceQuantiles, SourceReason, Submitters, Totals, rate,
+};
+
+const START: &str = "2025-06-10T00:00:00+02:00";
+const END: &str = "2025-06-11T00:00:00+02:00";
+
+fn entry(name: &str, attempts: u64, failures: u64) -> Breakdown {
+    Breakdown {
+        name: name.to_owned(),
+        attempts,
+        accepted: attempts - failures,
+        rejected: failures,
+        failed: 0,
+        failure_share: 0.0,
+        share_of_day_failures: 0.0,
+        top_reasons: Vec::new(),
+    }
+}
+
+fn base(name: &str, mean: f64) -> BaselineVolume {
+    BaselineVolume {
+        name: name.to_owned(),
+        days_with_traffic: 7,
+        mean_attempts_per_day: mean,
+        failure_share: 0.05,
+    }
+}
+
+fn reason(source: &str, reason: &str, count: u64) -> SourceReason {
+    SourceReason {
+        source: source.to_owned(),
+        reason: reason.to_owned(),
+        count,
+        share_of_source_attempts: 0.0,
+        first_event: "2025-06-10T08:00:00+02:00".into(),
+        last_event: "2025-06-10T20:00:00+02:00".into(),
+    }
+}
+
+fn field(page: &str, field: &str, count: u64) -> PageField {
+    PageField {
+        page: page.to_owned(),
+        field: field.to_owned(),
+        count,
+        share_of_page_attempts: 0.0,
+        share_of_page_failures: 0.0,
+        first_event: "2025-06-10T08:00:00+02:00".into(),
+        last_event: "2025-06-10T20:00:00+02:00".into(),
+    }
+}
+
+fn quantiles(attempts: u64, p95_ms: f64) -> Quantiles {
+    Quantiles {
+        attempts,
+        p50_ms: p95_ms / 3.0,
+        p95_ms,
+        p99_ms: p95_ms * 1.5,
+    }
+}
+
+fn client(id: &str, attempts: u64) -> ClientShape {
+    ClientShape {
+        client_id: id.to_owned(),
+        attempts,
+        max_attempts_per_minute: 4,
+        busiest_minute: "2025-06-10T12:01:00+02:00".into(),
+        burst_minutes: 0,
+        rate_limited: 0,
+        rate_limited_from: None,
+        rate_limited_until: None,
+    }
+}
+
+fn activity(source: &str, attempts: u64) -> SourceActivity {
+    SourceActivity {
+        source: source.to_owned(),
+        attempts,
+        active_hours: 22,
+        traffic_on_every_baseline_day: true,
+        longest_silence: Some(Silence {
+            start: "2025-06-10T03:00:00+02:00".into(),
+            end: "2025-06-10T05:00:00+02:00".into(),
+            hours: 2,
+            expected_attempts: 1.5,
+        }),
+    }
+}
+
+/// 800 attempts, 40 failures (typos, a few duplicates, three downstream errors), a week
+/// of baseline within ±10% of the day.
+pub fn normal_day() -> DayFacts {
+    let mut facts = DayFacts {
+        day: NaiveDate::from_ymd_opt(2025, 6, 10).unwrap_or_default(),
+        time_zone: "Europe/Berlin".into(),
+        service: None,
+        completeness: Completeness {
+            status: DayStatus::Complete,
+            day_start: START.into(),
+            day_end: END.into(),
+            day_hours: 24,
+            elapsed_hours: 24,
+            hours_without_data: Vec::new(),
+            first_event: Some("2025-06-10T00:02:11+02:00".into()),
+            last_event: Some("2025-06-10T23:58:40+02:00".into()),
+        },
+        totals: Totals {
+            attempts: 0,
+            accepted: 0,
+            rejected: 0,
+            failed: 0,
+            success_rate: 0.0,
+            failure_rate: 0.0,
+        },
+        by_outcome: Vec::new(),
+        by_reason: Vec::new(),
+        by_source: vec![
+            entry("web", 400, 20),
+            entry("quiz", 200, 10),
+            entry("partner", 120, 6),
+            entry("ads", 80, 4),
+        ],
+        by_endpoint: vec![
+            entry("leads", 600, 30),
+            entry("forms", 120, 6),
+            entry("batch", 80, 4),
+        ],
+        by_page: vec![
+            entry("/pricing", 300, 15),
+            entry("/quiz/start", 200, 10),
+            entry("/contact", 300, 15),
+        ],
+        by_form: vec![entry("", 680, 34), entry("contact-main", 120, 6)],
+        by_client: vec![
+            entry("web-key", 400, 20),
+            entry("quiz-key", 200, 10),
+            entry("partner-key", 120, 6),
+            entry("ads-key", 80, 4),
+        ],
+        source_reasons: vec![
+            reason("web", "invalid_field", 14),
+            reason("web", "duplicate", 3),
+            reason("web", "downstream_error", 3),
+            reason("quiz", "invalid_field", 8),
+            reason("quiz", "duplicate", 2),
+            reason("partner", "invalid_field", 5),
+            reason("partner", "duplicate", 1),
+            reason("ads", "invalid_field", 4),
+        ],
+        invalid_fields_by_page: vec![
+            field("/pricing", "email", 12),
+            field("/contact", "phone", 10),
+            field("/quiz/start", "email", 9),
+        ],
+        latency: Latency {
+            overall: Some(quantiles(800, 300.0)),
+            by_source: ["web", "quiz", "partner", "ads"]
+                .into_iter()
+                .map(|s| SourceQuantiles {
+                    source: s.into(),
+                    quantiles: quantiles(100, 310.0),
+                })
+                .collect(),
+        },
+        shape: Shape {
+            hourly: Vec::new(),
+            max_attempts_per_minute: 6,
+            busiest_minute: Some("2025-06-10T12:01:00+02:00".into()),
+            burst_threshold_per_minute: 20,
+            burst_minutes: 0,
+            clients: vec![
+                client("web-key", 400),
+                client("quiz-key", 200),
+                client("partner-key", 120),
+                client("ads-key", 80),
+            ],
+        },
+        source_activity: vec![
+            activity("web", 400),
+            activity("quiz", 200),
+            activity("partner", 120),
+            activity("ads", 80),
+        ],
+        submitters: Submitters {
+            distinct_submitters: 760,
+            repeat_submitters: 30,
+            retries_after_failure: 12,
+            duplicate_attempts: 6,
+            submitters_with_duplicates: 6,
+            high_activity_threshold: 10,
+            high_activity_submitters: 0,
+            high_activity: Vec::new(),
+        },
+        delivery: Delivery {
+            attempts_distribution: Vec::new(),
+            downstream_windows: vec![DownstreamWindow {
+                start: "2025-06-10T14:03:00+02:00".into(),
+                end: "2025-06-10T14:04:00+02:00".into(),
+                span_minutes: 1,
+                minutes_with_failures: 1,
+                timeouts: 0,
+                errors: 1,
+                attempts: 2,
+                downstream_failure_share: 0.5,
+            }],
+        },
+        baseline: Baseline {
+            requested_days: 7,
+            days_with_data: 7,
+            first_day: NaiveDate::from_ymd_opt(2025, 6, 3).unwrap_or_default(),
+            last_day: NaiveDate::from_ymd_opt(2025, 6, 9).unwrap_or_default(),
+            by_source: vec![
+                base("ads", 85.0),
+                base("partner", 115.0),
+                base("quiz", 210.0),
+                base("web", 380.0),
+            ],
+            by_endpoint: vec![
+                base("batch", 75.0),
+                base("forms", 125.0),
+                base("leads", 590.0),
+            ],
+            mean_duplicates_per_day: 5.0,
+            latency_p95_ms: Some(280.0),
+            latency_p95_ms_by_source: ["ads", "partner", "quiz", "web"]
+                .into_iter()
+                .map(|s| BaselineLatency {
+                    source: s.into(),
+                    p95_ms: 290.0,
+                })
+                .collect(),
+            sources_on_every_day: vec!["ads".into(), "partner".into(), "quiz".into(), "web".into()],
+            pages_seen: vec!["/contact".into(), "/pricing".into(), "/quiz/start".into()],
+            forms_seen: vec!["contact-main".into()],
+        },
+    };
+    refresh(&mut facts);
+    facts
+}
+
+/// Recomputes totals (from the sources) and every derived share after a change.
+fn refresh(facts: &mut DayFacts) {
+    let attempts = facts.by_source.iter().map(|b| b.attempts).sum();
+    let rejected = facts.by_source.iter().map(|b| b.rejected).sum();
+    facts.totals = Totals {
+        attempts,
+        accepted: attempts - rejected,
+        rejected,
+        failed: 0,
+        success_rate: rate(attempts - rejected, attempts),
+        failure_rate: rate(rejected, attempts),
+    };
+    for list in [
+        &mut facts.by_source,
+        &mut facts.by_endpoint,
+        &mut facts.by_page,
+        &mut facts.by_form,
+        &mut facts.by_client,
+    ] {
+        for b in list.iter_mut() {
+            b.failure_share = rate(b.failures(), b.attempts);
+            b.share_of_day_failures = rate(b.failures(), rejected);
+        }
+    }
+    for r in facts.source_reasons.iter_mut() {
+        let source = facts.by_source.iter().find(|b| b.name == r.source);
+        r.share_of_source_attempts = rate(r.count, source.map_or(0, |b| b.attempts));
+    }
+    for f in facts.invalid_fields_by_page.iter_mut() {
+        let page = facts.by_page.iter().find(|b| b.name == f.page);
+        f.share_of_page_attempts = rate(f.count, page.map_or(0, |b| b.attempts));
+        f.share_of_page_failures = rate(f.count, page.map_or(0, Breakdown::failures));
+    }
+}
+
+fn source_mut<'a>(facts: &'a mut DayFacts, source: &str) -> &'a mut Breakdown {
+    if !facts.by_source.iter().any(|b| b.name == source) {
+        facts.by_source.push(entry(source, 0, 0));
+    }
+    let index = facts
+        .by_source
+        .iter()
+        .position(|b| b.name == source)
+        .unwrap_or_default();
+    &mut facts.by_source[index]
+}
+
+pub fn set_source_attempts(facts: &mut DayFacts, source: &str, attempts: u64, failures: u64) {
+    *source_mut(facts, source) = entry(source, attempts, failures);
+    if let Some(a) = facts
+        .source_activity
+        .iter_mut()
+        .find(|a| a.source == source)
+    {
+        a.attempts = attempts;
+    }
+    refresh(facts);
+}
+
+/// Adds `count` rejected attempts with `reason` to a source.
+fn plant_rejections(facts: &mut DayFacts, source: &str, why: &str, count: u64) {
+    let b = source_mut(facts, source);
+    b.attempts += count;
+    b.rejected += count;
+    facts.source_reasons.push(reason(source, why, count));
+    refresh(facts);
+}
+
+pub fn plant_unauthorized(facts: &mut DayFacts, source: &str, count: u64) {
+    plant_rejections(facts, source, "unauthorized", count);
+}
+
+pub fn plant_key_mismatch(facts: &mut DayFacts, source: &str, count: u64) {
+    plant_rejections(facts, source, "source_key_mismatch", count);
+}
+
+pub fn plant_duplicates(facts: &mut DayFacts, source: &str, count: u64) {
+    facts.submitters.duplicate_attempts += count;
+    plant_rejections(facts, source, "duplicate", count);
+}
+
+/// `count` attempts of a page, which were accepted before, now rejected on one field.
+pub fn plant_broken_field(facts: &mut DayFacts, page: &str, name: &str, count: u64) {
+    if let Some(p) = facts.by_page.iter_mut().find(|b| b.name == page) {
+        p.accepted -= count;
+        p.rejected += count;
+    }
+    facts.invalid_fields_by_page.push(field(page, name, count));
+    refresh(facts);
+}
+
+pub fn plant_new_page(facts: &mut DayFacts, page: &str, attempts: u64, failures: u64) {
+    facts.by_page.push(entry(page, attempts, failures));
+    refresh(facts);
+}
+
+pub fn plant_burst(facts: &mut DayFacts, client_id: &str, per_minute: u64, rate_limited: u64) {
+    facts.shape.clients.push(ClientShape {
+        max_attempts_per_minute: per_minute,
+        burst_minutes: 2,
+        rate_limited,
+        rate_limited_from: Some("2025-06-10T13:00:00+02:00".into()),
+        rate_limited_until: Some("2025-06-10T13:02:00+02:00".into()),
+        ..client(client_id, per_minute * 2)
+    });
+}
+
+pub fn plant_outage(facts: &mut DayFacts, span_minutes: u64, failures: u64, share: f64) {
+    facts.delivery.downstream_windows.push(DownstreamWindow {
+        start: "2025-06-10T10:00:00+02:00".into(),
+        end: "2025-06-10T10:40:00+02:00".into(),
+        span_minutes,
+        minutes_with_failures: span_minutes,
+        timeouts: failures / 2,
+        errors: failures - failures / 2,
+        attempts: (failures as f64 / share).round() as u64,
+        downstream_failure_share: share,
+    });
+}
+
+pub fn plant_silence(facts: &mut DayFacts, source: &str, hours: u32, expected: f64) {
+    if let Some(a) = facts
+        .source_activity
+        .iter_mut()
+        .find(|a| a.source == source)
+    {
+        a.longest_silence = Some(Silence {
+            start: "2025-06-10T09:00:00+02:00".into(),
+            end: "2025-06-10T15:00:00+02:00".into(),
+            hours,
+            expected_attempts: expected,
+        });
+    }
+}

@@ -1,0 +1,240 @@
+//! Deterministic detectors: from a day's facts and the `detectors.*` thresholds to a
+//! sorted list of findings. The same facts always give the same findings, so a report
+//! can be reproduced and the narration checked against them.
+//!
+//! Each kind has one small function in a submodule. A finding's summary is built from its
+//! evidence numbers and closed-set names only; severities are calibrated so that a normal
+//! day with natural noise gives no High finding (docs/analyzer.md, "Detectors").
+
+mod auth;
+mod failures;
+mod novelty;
+mod traffic;
+mod volume;
+
+#[cfg(test)]
+mod fixture;
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+
+use crate::analyze::facts::{DayFacts, round_to};
+use crate::analyze::finding::{Finding, FindingKind, Severity, Subject};
+use crate::config::DetectorSettings;
+
+/// Baseline days with data from which a baseline-relative signal can be High.
+pub const WELL_SUPPORTED_BASELINE_DAYS: u32 = 3;
+/// Baseline days with data at which confidence no longer grows.
+const FULL_BASELINE_DAYS: u32 = 7;
+
+/// Runs every detector; findings sorted by severity (High first), kind, subject.
+pub fn detect(facts: &DayFacts, thresholds: &DetectorSettings) -> Vec<Finding> {
+    let detectors: [fn(&DayFacts, &DetectorSettings) -> Vec<Finding>; 12] = [
+        volume::volume_changes,
+        volume::failure_rate_rises,
+        volume::latency_regressions,
+        failures::failure_concentrations,
+        auth::key_mismatch_clusters,
+        auth::unauthorized_clusters,
+        traffic::rate_limit_bursts,
+        traffic::downstream_outages,
+        traffic::silent_sources,
+        novelty::new_pages,
+        novelty::new_forms,
+        novelty::duplicate_surge,
+    ];
+    let mut findings: Vec<Finding> = detectors
+        .iter()
+        .flat_map(|d| d(facts, thresholds))
+        .collect();
+    sort(&mut findings);
+    findings
+}
+
+fn sort(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| {
+        (Reverse(a.severity), a.kind, &a.subject, &a.summary).cmp(&(
+            Reverse(b.severity),
+            b.kind,
+            &b.subject,
+            &b.summary,
+        ))
+    });
+}
+
+/// What a detector fills in; `build` turns it into a Finding.
+struct Draft {
+    kind: FindingKind,
+    subject: Subject,
+    severity: Severity,
+    confidence: f64,
+    summary: String,
+    evidence: Vec<(&'static str, f64)>,
+    window: Option<(String, String)>,
+}
+
+impl Draft {
+    fn build(self) -> Finding {
+        Finding {
+            kind: self.kind,
+            subject: self.subject,
+            severity: self.severity,
+            confidence: self.confidence,
+            summary: self.summary,
+            evidence: self
+                .evidence
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect::<BTreeMap<_, _>>(),
+            window: self.window,
+        }
+    }
+}
+
+/// A subject naming one dimension (`source`, `endpoint`, `page`, `form_id`, `client_id`).
+fn subject_of(dimension: Dimension, name: &str) -> Subject {
+    let value = Some(name.to_owned());
+    let mut s = Subject::default();
+    match dimension {
+        Dimension::Source => s.source = value,
+        Dimension::Endpoint => s.endpoint = value,
+        Dimension::Page => s.page = value,
+        Dimension::Form => s.form_id = value,
+        Dimension::Client => s.client_id = value,
+    }
+    s
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dimension {
+    Source,
+    Endpoint,
+    Page,
+    Form,
+    Client,
+}
+
+impl Dimension {
+    fn label(self) -> &'static str {
+        match self {
+            Dimension::Source => "source",
+            Dimension::Endpoint => "endpoint",
+            Dimension::Page => "page",
+            Dimension::Form => "form",
+            Dimension::Client => "client",
+        }
+    }
+}
+
+/// 0–1: grows with the sample (up to `enough`) and with the baseline days that had data
+/// (up to a week); `None` for detectors that do not compare with the baseline.
+fn confidence(sample: f64, enough: f64, baseline_days: Option<u32>) -> f64 {
+    let data = if enough <= 0.0 {
+        1.0
+    } else {
+        (sample / enough).clamp(0.0, 1.0)
+    };
+    let base = baseline_days.map_or(1.0, |d| {
+        (f64::from(d) / f64::from(FULL_BASELINE_DAYS)).min(1.0)
+    });
+    round_to((0.4 + 0.6 * data) * (0.6 + 0.4 * base), 2)
+}
+
+/// High only when the baseline it compares with is long enough to trust.
+fn capped(severity: Severity, facts: &DayFacts) -> Severity {
+    if severity == Severity::High && facts.baseline.days_with_data < WELL_SUPPORTED_BASELINE_DAYS {
+        Severity::Medium
+    } else {
+        severity
+    }
+}
+
+/// The baseline's failure share over all sources together (attempt-weighted).
+fn baseline_failure_share(facts: &DayFacts) -> f64 {
+    let (attempts, failures) = facts
+        .baseline
+        .by_source
+        .iter()
+        .fold((0.0, 0.0), |(a, f), v| {
+            (
+                a + v.mean_attempts_per_day,
+                f + v.mean_attempts_per_day * v.failure_share,
+            )
+        });
+    if attempts > 0.0 {
+        round_to(failures / attempts, 4)
+    } else {
+        0.0
+    }
+}
+
+/// A number as the evidence holds it: integers without a fraction, others as rounded.
+fn num(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
+    }
+}
+
+/// The ratio of two evidence numbers, rounded to 2 places (0 when the base is 0).
+fn ratio(value: f64, base: f64) -> f64 {
+    if base > 0.0 {
+        round_to(value / base, 2)
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::normal_day;
+    use super::*;
+
+    #[test]
+    fn a_normal_day_has_no_high_finding() {
+        let findings = detect(&normal_day(), &DetectorSettings::default());
+        let high: Vec<_> = findings
+            .iter()
+            .filter(|f| f.severity == Severity::High)
+            .collect();
+        assert!(high.is_empty(), "{high:#?}");
+    }
+
+    #[test]
+    fn a_normal_day_has_no_finding_at_all() {
+        let findings = detect(&normal_day(), &DetectorSettings::default());
+        assert!(findings.is_empty(), "{findings:#?}");
+    }
+
+    #[test]
+    fn findings_are_sorted_by_severity_then_kind_then_subject() {
+        let mut facts = normal_day();
+        fixture::plant_unauthorized(&mut facts, "quiz", 40);
+        fixture::plant_unauthorized(&mut facts, "ads", 12);
+        fixture::plant_duplicates(&mut facts, "web", 60);
+        let findings = detect(&facts, &DetectorSettings::default());
+        let keys: Vec<_> = findings
+            .iter()
+            .map(|f| (Reverse(f.severity), f.kind, f.subject.clone()))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(findings, detect(&facts, &DetectorSettings::default()));
+        assert_eq!(findings.first().map(|f| f.severity), Some(Severity::High));
+    }
+
+    #[test]
+    fn confidence_grows_with_data_and_baseline_days() {
+        assert!(confidence(10.0, 100.0, Some(7)) < confidence(100.0, 100.0, Some(7)));
+        assert!(confidence(100.0, 100.0, Some(1)) < confidence(100.0, 100.0, Some(7)));
+        assert_eq!(confidence(500.0, 100.0, None), 1.0);
+    }
+
+    #[test]
+    fn numbers_print_as_the_evidence_holds_them() {
+        assert_eq!(num(12.0), "12");
+        assert_eq!(num(0.8512), "0.8512");
+    }
+}

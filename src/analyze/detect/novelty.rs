@@ -1,0 +1,194 @@
+//! What the baseline never saw: new pages and forms, and duplicates far above it.
+
+use super::{Dimension, Draft, baseline_failure_share, capped, confidence, num, subject_of};
+use crate::analyze::facts::{Breakdown, DayFacts, round_to};
+use crate::analyze::finding::{Finding, FindingKind, Severity, Subject};
+use crate::config::DetectorSettings;
+
+/// Duplicates a surge needs at least, whatever the baseline: a handful is normal noise.
+pub const MIN_SURGE_DUPLICATES: u64 = 5;
+/// Standard deviations (Poisson) a surge must lie above the expected duplicates.
+const SURGE_DEVIATIONS: f64 = 3.0;
+
+/// NewPage for pages: `min_attempts` attempts today, never seen in the baseline.
+pub(super) fn new_pages(facts: &DayFacts, t: &DetectorSettings) -> Vec<Finding> {
+    new_entries(
+        facts,
+        t,
+        Dimension::Page,
+        &facts.by_page,
+        &facts.baseline.pages_seen,
+    )
+}
+
+/// NewPage for forms (`form_id`), by the same rule.
+pub(super) fn new_forms(facts: &DayFacts, t: &DetectorSettings) -> Vec<Finding> {
+    new_entries(
+        facts,
+        t,
+        Dimension::Form,
+        &facts.by_form,
+        &facts.baseline.forms_seen,
+    )
+}
+
+fn new_entries(
+    facts: &DayFacts,
+    t: &DetectorSettings,
+    dimension: Dimension,
+    today: &[Breakdown],
+    seen: &[String],
+) -> Vec<Finding> {
+    if facts.baseline.days_with_data == 0 {
+        return Vec::new();
+    }
+    let elevated = baseline_failure_share(facts) + t.failure_rate_rise;
+    today
+        .iter()
+        .filter(|b| !b.name.is_empty() && b.attempts >= t.min_attempts && !seen.contains(&b.name))
+        .map(|b| new_entry(facts, t, dimension, b, elevated))
+        .collect()
+}
+
+/// Severity follows the failure share: a new page is news, a new page that fails is a
+/// problem.
+fn new_entry(
+    facts: &DayFacts,
+    t: &DetectorSettings,
+    dimension: Dimension,
+    b: &Breakdown,
+    elevated: f64,
+) -> Finding {
+    let severity = if b.failure_share >= 0.5 {
+        Severity::High
+    } else if b.failure_share >= elevated {
+        Severity::Medium
+    } else {
+        Severity::Low
+    };
+    Draft {
+        kind: FindingKind::NewPage,
+        subject: subject_of(dimension, &b.name),
+        severity: capped(severity, facts),
+        confidence: confidence(
+            b.attempts as f64,
+            2.0 * t.min_attempts as f64,
+            Some(facts.baseline.days_with_data),
+        ),
+        summary: format!(
+            "{} {} had {} attempts and none in the {} baseline days; its failure share was {}.",
+            dimension.label(),
+            b.name,
+            b.attempts,
+            facts.baseline.days_with_data,
+            num(b.failure_share)
+        ),
+        evidence: vec![
+            ("attempts", b.attempts as f64),
+            ("failures", b.failures() as f64),
+            ("failure_share", b.failure_share),
+            (
+                "baseline_days_with_data",
+                f64::from(facts.baseline.days_with_data),
+            ),
+        ],
+        window: None,
+    }
+    .build()
+}
+
+/// DuplicateSurge: duplicates at least `duplicate_surge_ratio` times the baseline's daily
+/// mean (scaled to the elapsed day, at least 1), beyond Poisson noise and
+/// `MIN_SURGE_DUPLICATES`. Names the source when it holds `concentration_share` of them.
+pub(super) fn duplicate_surge(facts: &DayFacts, t: &DetectorSettings) -> Vec<Finding> {
+    if facts.baseline.days_with_data == 0 {
+        return Vec::new();
+    }
+    let duplicates = facts.submitters.duplicate_attempts;
+    let expected = round_to(
+        facts.baseline.mean_duplicates_per_day * facts.elapsed_fraction(),
+        2,
+    );
+    let floor = expected.max(1.0);
+    let d = duplicates as f64;
+    if duplicates < MIN_SURGE_DUPLICATES
+        || d < t.duplicate_surge_ratio * floor
+        || d < expected + SURGE_DEVIATIONS * floor.sqrt()
+    {
+        return Vec::new();
+    }
+    let strong = d >= 2.0 * t.duplicate_surge_ratio * floor && duplicates >= t.min_attempts;
+    let severity = if strong {
+        Severity::High
+    } else {
+        Severity::Medium
+    };
+    let top = facts
+        .source_reasons
+        .iter()
+        .filter(|r| r.reason == "duplicate" && !r.source.is_empty())
+        .find(|r| r.count as f64 >= t.concentration_share * d);
+    let scope = top.map_or(String::new(), |r| {
+        format!(", {} of them on source {}", r.count, r.source)
+    });
+    vec![
+        Draft {
+            kind: FindingKind::DuplicateSurge,
+            subject: top.map_or_else(Subject::default, |r| subject_of(Dimension::Source, &r.source)),
+            severity: capped(severity, facts),
+            confidence: confidence(d, 2.0 * t.min_attempts as f64, Some(facts.baseline.days_with_data)),
+            summary: format!(
+                "{} attempts were rejected as duplicate against {} expected from the baseline (ratio {}){scope}.",
+                duplicates,
+                num(expected),
+                num(super::ratio(d, floor))
+            ),
+            evidence: vec![
+                ("duplicates", d),
+                ("expected_duplicates", expected),
+                ("baseline_mean_per_day", facts.baseline.mean_duplicates_per_day),
+                ("ratio", super::ratio(d, floor)),
+            ],
+            window: top.map(|r| (r.first_event.clone(), r.last_event.clone())),
+        }
+        .build(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{normal_day, plant_duplicates, plant_new_page};
+    use super::*;
+
+    #[test]
+    fn a_new_page_that_mostly_fails_is_high() {
+        let mut facts = normal_day();
+        plant_new_page(&mut facts, "/landing/spring", 60, 45);
+        let found = new_pages(&facts, &DetectorSettings::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].subject.page.as_deref(), Some("/landing/spring"));
+        assert_eq!(found[0].severity, Severity::High);
+        assert!(new_pages(&normal_day(), &DetectorSettings::default()).is_empty());
+    }
+
+    #[test]
+    fn a_healthy_new_page_is_low_and_a_tiny_one_is_ignored() {
+        let mut facts = normal_day();
+        plant_new_page(&mut facts, "/landing/ok", 60, 2);
+        plant_new_page(&mut facts, "/landing/tiny", 5, 5);
+        let found = new_pages(&facts, &DetectorSettings::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].severity, Severity::Low);
+    }
+
+    #[test]
+    fn a_surge_of_duplicates_names_its_source() {
+        let mut facts = normal_day();
+        plant_duplicates(&mut facts, "web", 60);
+        let found = duplicate_surge(&facts, &DetectorSettings::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].subject.source.as_deref(), Some("web"));
+        assert_eq!(found[0].severity, Severity::High);
+        assert!(duplicate_surge(&normal_day(), &DetectorSettings::default()).is_empty());
+    }
+}

@@ -1,0 +1,468 @@
+//! Turning a scenario into the exact list of requests to send: deterministic for a seed
+//! (ChaCha, whose stream is fixed across platforms and versions), ordered by event time.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+
+use super::scenario::{Incident, IncidentKind, Scenario, SourcePlan};
+
+/// One lead as a person submits it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lead {
+    pub name: String,
+    pub email: String,
+    pub phone: Option<String>,
+    pub page: String,
+    pub consent: Option<bool>,
+    pub utm_source: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// `POST /v1/leads`.
+    Json(Lead),
+    /// `POST /v1/forms/{form_id}`.
+    Form { form_id: String, lead: Lead },
+    /// `POST /v1/leads/batch`.
+    Batch(Vec<Lead>),
+}
+
+/// One planned request. `retry` is sent only if this one is not accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub at: DateTime<Utc>,
+    pub source: String,
+    pub key: String,
+    pub request: Request,
+    pub retry: Option<Box<Planned>>,
+}
+
+impl Planned {
+    /// Leads this request carries (a batch carries several).
+    pub fn leads(&self) -> usize {
+        match &self.request {
+            Request::Batch(leads) => leads.len(),
+            _ => 1,
+        }
+    }
+}
+
+/// The days to plan, in the scenario's zone.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    pub first_day: NaiveDate,
+    pub days: u32,
+}
+
+/// An incident with its window in UTC, for the ground truth and the fake CRM.
+#[derive(Debug, Clone)]
+pub struct Window<'a> {
+    pub incident: &'a Incident,
+    pub day: NaiveDate,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl Window<'_> {
+    pub fn contains(&self, at: DateTime<Utc>) -> bool {
+        self.start <= at && at < self.end
+    }
+}
+
+/// The scenario's incidents that fall inside `span`, with their windows.
+pub fn windows<'a>(scenario: &'a Scenario, span: Span) -> Vec<Window<'a>> {
+    let tz: Tz = scenario.time_zone.parse().unwrap_or(Tz::UTC);
+    scenario
+        .incidents
+        .iter()
+        .filter(|i| i.day < span.days)
+        .map(|incident| {
+            let day = span.first_day + Duration::days(i64::from(incident.day));
+            Window {
+                incident,
+                day,
+                start: local(tz, day, incident.from),
+                end: local(tz, day, incident.to),
+            }
+        })
+        .collect()
+}
+
+fn local(tz: Tz, day: NaiveDate, time: NaiveTime) -> DateTime<Utc> {
+    tz.from_local_datetime(&day.and_time(time))
+        .earliest()
+        .unwrap_or_else(|| {
+            Utc.from_utc_datetime(&day.and_time(time))
+                .with_timezone(&tz)
+        })
+        .to_utc()
+}
+
+const FIRST_NAMES: [&str; 12] = [
+    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Linus",
+    "Margaret", "Tim",
+];
+const LAST_NAMES: [&str; 10] = [
+    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman",
+    "Hamilton",
+];
+const UTM_SOURCES: [&str; 4] = ["google", "newsletter", "linkedin", "partner"];
+
+/// The planner's state: the random stream and the people met so far.
+struct Planner<'a> {
+    scenario: &'a Scenario,
+    windows: Vec<Window<'a>>,
+    tz: Tz,
+    rng: ChaCha8Rng,
+    people: u64,
+}
+
+/// Every request of the run, ordered by event time (ties keep planning order).
+pub fn plan(scenario: &Scenario, span: Span, seed: u64) -> Vec<Planned> {
+    let mut planner = Planner {
+        scenario,
+        windows: windows(scenario, span),
+        tz: scenario.time_zone.parse().unwrap_or(Tz::UTC),
+        rng: ChaCha8Rng::seed_from_u64(seed),
+        people: 0,
+    };
+    let mut planned = Vec::new();
+    for offset in 0..span.days {
+        let day = span.first_day + Duration::days(i64::from(offset));
+        for source in &scenario.sources {
+            planner.plan_day(source, day, &mut planned);
+        }
+    }
+    planned.sort_by_key(|p| p.at);
+    planned
+}
+
+impl<'a> Planner<'a> {
+    fn plan_day(&mut self, source: &SourcePlan, day: NaiveDate, out: &mut Vec<Planned>) {
+        let weekday = day.weekday().num_days_from_monday() as usize;
+        let daily = source.leads_per_day * source.weekday_factor[weekday];
+        let curve_total: f64 = source.hourly_curve.iter().sum();
+        let mut batch: Vec<(DateTime<Utc>, Lead)> = Vec::new();
+        for hour in 0..24u32 {
+            let expected = daily * source.hourly_curve[hour as usize] / curve_total;
+            for _ in 0..self.sample_count(expected) {
+                let second = self.rng.random_range(0..3600);
+                let time = NaiveTime::from_num_seconds_from_midnight_opt(hour * 3600 + second, 0)
+                    .unwrap_or(NaiveTime::MIN);
+                let at = local(self.tz, day, time);
+                self.plan_lead(source, at, &mut batch, out);
+            }
+        }
+        self.flush_batches(source, batch, out);
+        self.plan_bursts(source, day, out);
+    }
+
+    /// Expected counts become whole ones without bias: the fraction is a coin flip.
+    fn sample_count(&mut self, expected: f64) -> u64 {
+        let whole = expected.floor();
+        let extra = u64::from(self.rng.random_bool((expected - whole).clamp(0.0, 1.0)));
+        whole as u64 + extra
+    }
+
+    fn active(&self, kind: IncidentKind, source: &str, at: DateTime<Utc>) -> Option<&Window<'a>> {
+        self.windows.iter().find(|w| {
+            w.incident.kind == kind
+                && w.contains(at)
+                && w.incident.source.as_deref().is_none_or(|s| s == source)
+        })
+    }
+
+    fn plan_lead(
+        &mut self,
+        source: &SourcePlan,
+        at: DateTime<Utc>,
+        batch: &mut Vec<(DateTime<Utc>, Lead)>,
+        out: &mut Vec<Planned>,
+    ) {
+        if self
+            .active(IncidentKind::SourceSilent, &source.name, at)
+            .is_some()
+        {
+            return;
+        }
+        let endpoint = self.pick_endpoint(source);
+        let (form_id, page) = match endpoint {
+            "forms" => {
+                let form = &source.forms[self.rng.random_range(0..source.forms.len())];
+                (Some(form.id.clone()), form.page.clone())
+            }
+            _ => (None, self.pick_page(source, at)),
+        };
+        let mut lead = self.person(source, page);
+        let fixed = lead.clone();
+        let typo = self.rng.random_bool(self.scenario.behaviour.typo);
+        if typo {
+            lead.email = lead.email.replace('@', ".");
+        }
+        let broken = self.break_fields(source, at, &mut lead);
+        if endpoint == "batch" {
+            batch.push((at, lead));
+            return;
+        }
+        let key = self.key_for(source, at);
+        let request = match form_id {
+            Some(form_id) => Request::Form { form_id, lead },
+            None => Request::Json(lead),
+        };
+        let mut planned = Planned {
+            at,
+            source: source.name.clone(),
+            key,
+            request,
+            retry: None,
+        };
+        let retries = self
+            .rng
+            .random_bool(self.scenario.behaviour.retry_after_failure);
+        if retries && !broken {
+            // The person fixes what they can (a typo) and tries again a minute later.
+            let mut retry = planned.clone();
+            retry.at = at + Duration::seconds(self.rng.random_range(30..120));
+            retry.request = with_lead(&retry.request, fixed);
+            planned.retry = Some(Box::new(retry));
+        }
+        let double = self.double_submit_share(source, at);
+        if self.rng.random_bool(double) {
+            let mut again = planned.clone();
+            again.at = at + Duration::seconds(self.rng.random_range(1..4));
+            again.retry = None;
+            out.push(again);
+        }
+        out.push(planned);
+    }
+
+    fn pick_endpoint(&mut self, source: &SourcePlan) -> &'static str {
+        let total: f64 = source.endpoints.values().sum();
+        let mut roll = self.rng.random_range(0.0..total.max(f64::MIN_POSITIVE));
+        for (name, share) in &source.endpoints {
+            if roll < *share {
+                return match name.as_str() {
+                    "forms" => "forms",
+                    "batch" => "batch",
+                    _ => "leads",
+                };
+            }
+            roll -= share;
+        }
+        "leads"
+    }
+
+    fn pick_page(&mut self, source: &SourcePlan, at: DateTime<Utc>) -> String {
+        if let Some(window) = self.active(IncidentKind::NewPage, &source.name, at) {
+            let page = window.incident.page.clone().unwrap_or_default();
+            if self.rng.random_bool(0.5) {
+                return page;
+            }
+        }
+        source.pages[self.rng.random_range(0..source.pages.len())].clone()
+    }
+
+    fn person(&mut self, source: &SourcePlan, page: String) -> Lead {
+        let repeat = self.people > 0
+            && self
+                .rng
+                .random_bool(self.scenario.behaviour.repeat_submitter);
+        let id = if repeat {
+            self.rng
+                .random_range(self.people.saturating_sub(50)..self.people)
+        } else {
+            self.people += 1;
+            self.people
+        };
+        let first = FIRST_NAMES[(id % FIRST_NAMES.len() as u64) as usize];
+        let last = LAST_NAMES[(id / 7 % LAST_NAMES.len() as u64) as usize];
+        let has_phone = !self.rng.random_bool(self.scenario.behaviour.no_phone);
+        let consent = source.requires_consent || self.rng.random_bool(0.8);
+        Lead {
+            name: format!("{first} {last}"),
+            email: format!(
+                "{}.{}{id}@example.test",
+                first.to_lowercase(),
+                last.to_lowercase()
+            ),
+            phone: has_phone.then(|| format!("+1555{:07}", id % 10_000_000)),
+            page,
+            consent: Some(consent),
+            utm_source: Some(UTM_SOURCES[self.rng.random_range(0..UTM_SOURCES.len())].to_owned()),
+        }
+    }
+
+    /// Applies broken_field and new_page breakage; says whether the lead is broken for
+    /// good (a retry would fail the same way, so people give up).
+    fn break_fields(&mut self, source: &SourcePlan, at: DateTime<Utc>, lead: &mut Lead) -> bool {
+        if let Some(window) = self.active(IncidentKind::BrokenField, &source.name, at)
+            && window.incident.page.as_deref() == Some(lead.page.as_str())
+        {
+            match window.incident.field.as_deref() {
+                Some("consent") => lead.consent = None,
+                Some("phone") => lead.phone = Some("call-me".into()),
+                _ => lead.email = "not-an-address".into(),
+            }
+            return true;
+        }
+        if let Some(window) = self.active(IncidentKind::NewPage, &source.name, at)
+            && window.incident.page.as_deref() == Some(lead.page.as_str())
+            && self.rng.random_bool(window.incident.share.unwrap_or(0.7))
+        {
+            lead.phone = Some("12".into());
+            return true;
+        }
+        false
+    }
+
+    fn key_for(&self, source: &SourcePlan, at: DateTime<Utc>) -> String {
+        if self
+            .active(IncidentKind::WrongKey, &source.name, at)
+            .is_some()
+        {
+            return format!("rotated-{}-key", source.name);
+        }
+        if let Some(window) = self.active(IncidentKind::ForeignKey, &source.name, at) {
+            let other = window
+                .incident
+                .key_of
+                .as_deref()
+                .and_then(|s| self.scenario.source(s));
+            if let Some(other) = other {
+                return other.key.clone();
+            }
+        }
+        source.key.clone()
+    }
+
+    fn double_submit_share(&self, source: &SourcePlan, at: DateTime<Utc>) -> f64 {
+        match self.active(IncidentKind::DuplicateSurge, &source.name, at) {
+            Some(window) => window.incident.share.unwrap_or(0.5),
+            None => self.scenario.behaviour.double_submit,
+        }
+    }
+
+    /// Groups the day's batch leads into requests of `batch_size`, sent when the first
+    /// lead of each group happened.
+    fn flush_batches(
+        &mut self,
+        source: &SourcePlan,
+        mut leads: Vec<(DateTime<Utc>, Lead)>,
+        out: &mut Vec<Planned>,
+    ) {
+        leads.sort_by_key(|(at, _)| *at);
+        for chunk in leads.chunks(source.batch_size.max(1)) {
+            let at = chunk[0].0;
+            out.push(Planned {
+                at,
+                source: source.name.clone(),
+                key: self.key_for(source, at),
+                request: Request::Batch(chunk.iter().map(|(_, lead)| lead.clone()).collect()),
+                retry: None,
+            });
+        }
+    }
+
+    /// bot_burst: bursts of valid leads a couple of seconds long from one client.
+    fn plan_bursts(&mut self, source: &SourcePlan, day: NaiveDate, out: &mut Vec<Planned>) {
+        let bursts: Vec<(DateTime<Utc>, DateTime<Utc>, u32, u32)> = self
+            .windows
+            .iter()
+            .filter(|w| w.incident.kind == IncidentKind::BotBurst && w.day == day)
+            .filter(|w| w.incident.source.as_deref() == Some(source.name.as_str()))
+            .map(|w| {
+                let size = w.incident.burst_size.unwrap_or(60);
+                let per_hour = w.incident.bursts_per_hour.unwrap_or(6);
+                (w.start, w.end, size, per_hour)
+            })
+            .collect();
+        for (start, end, size, per_hour) in bursts {
+            let every = Duration::seconds(3600 / i64::from(per_hour.max(1)));
+            let mut at = start;
+            while at < end {
+                for i in 0..size {
+                    let page = source.pages[self.rng.random_range(0..source.pages.len())].clone();
+                    out.push(Planned {
+                        at: at
+                            + Duration::milliseconds(i64::from(i) * 2_000 / i64::from(size.max(1))),
+                        source: source.name.clone(),
+                        key: source.key.clone(),
+                        request: Request::Json(self.person(source, page)),
+                        retry: None,
+                    });
+                }
+                at += every;
+            }
+        }
+    }
+}
+
+fn with_lead(request: &Request, lead: Lead) -> Request {
+    match request {
+        Request::Form { form_id, .. } => Request::Form {
+            form_id: form_id.clone(),
+            lead,
+        },
+        _ => Request::Json(lead),
+    }
+}
+
+impl Lead {
+    /// The JSON body of the lead, for `source`, stating when it happened.
+    pub fn json(&self, source: &str, at: Option<DateTime<Utc>>) -> Value {
+        let mut body = json!({
+            "name": self.name,
+            "email": self.email,
+            "source": source,
+            "page": self.page,
+        });
+        if let Some(consent) = self.consent {
+            body["consent"] = json!(consent);
+        }
+        if let Some(phone) = &self.phone {
+            body["phone"] = json!(phone);
+        }
+        if let Some(utm) = &self.utm_source {
+            body["utm"] = json!({ "source": utm });
+        }
+        if let Some(at) = at {
+            body["submitted_at"] = json!(at.to_rfc3339());
+        }
+        body
+    }
+
+    /// The urlencoded body of an HTML form post.
+    pub fn form(&self) -> String {
+        let mut fields = vec![("name", self.name.clone()), ("email", self.email.clone())];
+        if let Some(phone) = &self.phone {
+            fields.push(("phone", phone.clone()));
+        }
+        if self.consent == Some(true) {
+            fields.push(("consent", "on".into()));
+        }
+        if let Some(utm) = &self.utm_source {
+            fields.push(("utm_source", utm.clone()));
+        }
+        fields
+            .iter()
+            .map(|(k, v)| format!("{k}={}", form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+}
+
+fn form_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
