@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::analyze::jobs::{Analyzer, yesterday};
+use crate::analyze::records::{RunStatus, Trigger};
 use crate::config::{self, ConfigError, Settings};
+use crate::http::analyses::RunWithSummary;
 use crate::http::{Application, ServeError};
 use crate::simulate::{Mode as SimulateMode, SimulateOptions};
 use crate::store::{
@@ -23,7 +26,8 @@ Exit codes:
   3  invalid configuration
   4  ClickHouse unreachable or refused the credentials
   5  a schema migration failed or an applied migration was changed
-  6  the service cannot listen on its address (port taken?)";
+  6  the service cannot listen on its address (port taken?)
+  7  an analysis failed (no report: the facts could not be read)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -80,6 +84,20 @@ pub enum Command {
     /// scenario and seed send the same requests. Prints a summary; writes it and the
     /// ground truth of the injected incidents as JSON when asked.
     Simulate(SimulateArgs),
+    /// Analyse one day now, in this process, and print its report.
+    ///
+    /// Computes the day's facts from lead_submissions, runs the detectors, asks the model
+    /// (ollama.url) to narrate and checks the narration against the facts; without a
+    /// model the report comes from templates, marked generator = rules. The run and the
+    /// report are stored like the service's (analysis_runs, ai_summaries).
+    Analyze {
+        /// The calendar day (YYYY-MM-DD) in analyzer.time_zone; default yesterday.
+        #[arg(long, env = "LEADLAB_ANALYZE_DAY")]
+        day: Option<chrono::NaiveDate>,
+        /// Print the run and report as JSON instead of text.
+        #[arg(long, env = "LEADLAB_ANALYZE_JSON")]
+        json: bool,
+    },
     /// Print the SHA-256 of an API key, the form `[[sources.keys]] sha256` takes.
     HashKey {
         /// The key to hash (read from the environment to keep it out of shell history).
@@ -202,6 +220,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             runtime()?.block_on(serve(settings))
         }
+        Command::Analyze { day, json } => runtime()?.block_on(analyze(&settings, day, json)),
         Command::Simulate(args) => runtime()?.block_on(simulate(&settings, args)),
         Command::HashKey { key } => {
             println!("{}", crate::ingest::hash_key(&key));
@@ -252,6 +271,41 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("stopped; telemetry flushed");
     Ok(())
 }
+
+async fn analyze(
+    settings: &Settings,
+    day: Option<chrono::NaiveDate>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let telemetry = Telemetry::init(&settings.otel)?;
+    let analyzer = Analyzer::new(settings, telemetry.tracer())?;
+    let day = day.unwrap_or_else(|| yesterday(analyzer.time_zone(), chrono::Utc::now()));
+    let finished = analyzer.run_now(day, Trigger::Manual).await;
+    let summary = match &finished {
+        Ok(run) => analyzer.records().summary_of_run(run.run_id).await?,
+        Err(_) => None,
+    };
+    telemetry.shutdown().await;
+    let run = finished?;
+    let failed = run.status() == RunStatus::Failed;
+    let view = RunWithSummary {
+        run: run.into(),
+        summary: summary.map(Into::into),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", crate::analyze::render::text(&view));
+    }
+    if failed {
+        return Err(AnalysisFailed(view.run.error).into());
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the analysis failed: {0}")]
+struct AnalysisFailed(String);
 
 async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()> {
     let mode = simulate_mode(&args)?;
@@ -348,6 +402,9 @@ fn exit_code_for(err: &anyhow::Error) -> u8 {
     }
     if let Some(ServeError::Bind { .. }) = err.downcast_ref::<ServeError>() {
         return 6;
+    }
+    if err.downcast_ref::<AnalysisFailed>().is_some() {
+        return 7;
     }
     match err.downcast_ref::<MigrateError>() {
         Some(MigrateError::Bookkeeping(_)) => 4,

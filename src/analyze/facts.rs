@@ -322,6 +322,8 @@ pub struct BaselineVolume {
     pub mean_attempts_per_day: f64,
     /// Failures / attempts over all baseline days together.
     pub failure_share: f64,
+    /// Attempts rejected as duplicate / baseline days with data.
+    pub mean_duplicates_per_day: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1340,6 +1342,7 @@ fn submitters_facts(row: SubmitterRow, groups: &[GroupRow]) -> Submitters {
 struct BaselineTally {
     attempts: u64,
     failures: u64,
+    duplicates: u64,
     days: BTreeSet<String>,
 }
 
@@ -1353,6 +1356,7 @@ fn baseline_volumes(
         let t = tallies.entry(key(row).clone()).or_default();
         t.attempts += row.attempts;
         t.failures += row.failures;
+        t.duplicates += row.duplicates;
         t.days.insert(row.day.clone());
     }
     tallies
@@ -1362,6 +1366,7 @@ fn baseline_volumes(
             days_with_traffic: t.days.len() as u32,
             mean_attempts_per_day: per_day(t.attempts, days_with_data),
             failure_share: rate(t.failures, t.attempts),
+            mean_duplicates_per_day: per_day(t.duplicates, days_with_data),
         })
         .collect()
 }

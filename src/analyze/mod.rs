@@ -5,9 +5,12 @@ pub mod detect;
 pub mod facts;
 pub mod finding;
 pub mod grounding;
+pub mod jobs;
 pub mod narrate;
 pub mod ollama;
 pub mod prompt;
+pub mod records;
+pub mod render;
 pub mod report;
 pub mod rules;
 

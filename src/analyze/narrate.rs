@@ -141,12 +141,12 @@ async fn call(
             parse(&answer.content, input)
                 .map(|report| (report, answer.model))
                 .map_err(|err| {
-                    end_with_error(&mut span, "invalid_report");
+                    mark_failed(&mut span, "invalid_report");
                     Failure::BadOutput(err.to_string())
                 })
         }
         Err(err) => {
-            end_with_error(&mut span, err.kind());
+            mark_failed(&mut span, err.kind());
             Err(failure(&err))
         }
     };
@@ -191,7 +191,7 @@ fn start_span(client: &OllamaClient, tracer: &SdkTracer, parent: &Context) -> Sp
 
 /// Marks the span failed with a closed-set `error.type` (no message: it may quote the
 /// answer).
-fn end_with_error(span: &mut Span, kind: &'static str) {
+fn mark_failed(span: &mut Span, kind: &'static str) {
     span.set_attribute(KeyValue::new("error.type", kind));
     span.set_status(Status::error(kind));
 }

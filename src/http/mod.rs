@@ -1,5 +1,6 @@
 //! `lead-lab serve`: the poem application, its routes and its lifecycle.
 
+pub mod analyses;
 mod body;
 mod health;
 mod leads;
@@ -17,6 +18,7 @@ use poem_openapi::OpenApiService;
 pub use body::BodyLimit;
 pub use replies::{BatchReply, SubmissionReply};
 
+use crate::analyze::jobs::Analyzer;
 use crate::config::Settings;
 use crate::ingest::{Ingest, IngestError, setup::dedup_window};
 use crate::telemetry::{LeadMetrics, ServerSpans, Telemetry, TelemetryError};
@@ -32,6 +34,8 @@ pub enum ServeError {
     Telemetry(#[from] TelemetryError),
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Analyzer(#[from] crate::analyze::jobs::JobError),
     #[error("the server stopped with an error: {0}")]
     Server(#[from] std::io::Error),
 }
@@ -41,6 +45,7 @@ pub struct Application {
     acceptor: TcpAcceptor,
     address: SocketAddr,
     ingest: Arc<Ingest>,
+    analyzer: Arc<Analyzer>,
     telemetry: Telemetry,
     settings: Settings,
 }
@@ -53,6 +58,7 @@ impl Application {
         let metrics = LeadMetrics::new(&telemetry.meter(), telemetry.export_failures());
         let ingest = Arc::new(Ingest::new(&settings, telemetry.tracer(), metrics)?);
         warm_dedup(&ingest, &settings).await;
+        let analyzer = Analyzer::new(&settings, telemetry.tracer())?;
         let listen = settings.http.listen.clone();
         let acceptor = TcpListener::bind(listen.clone())
             .into_acceptor()
@@ -73,6 +79,7 @@ impl Application {
             acceptor,
             address,
             ingest,
+            analyzer,
             telemetry,
             settings,
         })
@@ -89,12 +96,29 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
         let grace = Duration::from_secs(self.settings.http.shutdown_grace_secs);
-        let app = routes(&self.settings, self.ingest, &self.telemetry);
+        let schedule = self.start_analyzer().await;
+        let app = routes(&self.settings, self.ingest, self.analyzer, &self.telemetry);
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(grace))
             .await;
+        if let Some(schedule) = schedule {
+            schedule.abort();
+        }
         self.telemetry.shutdown().await;
         served.map_err(ServeError::from)
+    }
+}
+
+impl Application {
+    /// Picks up runs a previous process left unfinished and starts the daily schedule.
+    async fn start_analyzer(&self) -> Option<tokio::task::JoinHandle<()>> {
+        match self.analyzer.resume_unfinished().await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "resumed unfinished analyses"),
+            Err(err) => tracing::warn!(error = %err, "cannot look for unfinished analyses"),
+        }
+        let enabled = self.settings.analyzer.schedule_enabled;
+        enabled.then(|| tokio::spawn(self.analyzer.clone().run_schedule()))
     }
 }
 
@@ -102,9 +126,10 @@ impl Application {
 fn routes(
     settings: &Settings,
     ingest: Arc<Ingest>,
+    analyzer: Arc<Analyzer>,
     telemetry: &Telemetry,
 ) -> impl poem::Endpoint + use<> {
-    let api = api_service(telemetry.exporting(), telemetry.export_failures());
+    let api = api_service(settings, telemetry.exporting(), telemetry.export_failures());
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     Route::new()
@@ -112,32 +137,40 @@ fn routes(
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .data(ingest)
+        .data(analyzer)
         .data(BodyLimit(settings.http.max_body_bytes))
         .with(ServerSpans::new(telemetry.tracer(), &telemetry.meter()))
 }
 
+type Apis = (leads::LeadsApi, analyses::AnalysesApi, health::HealthApi);
+
 fn api_service(
+    settings: &Settings,
     exporting: bool,
     failures: crate::telemetry::ExportFailures,
-) -> OpenApiService<(leads::LeadsApi, health::HealthApi), ()> {
+) -> OpenApiService<Apis, ()> {
     let health = health::HealthApi {
         exporting,
         failures,
     };
+    let analyses = analyses::AnalysesApi {
+        admin_token: settings.admin_token.clone(),
+    };
     OpenApiService::new(
-        (leads::LeadsApi, health),
+        (leads::LeadsApi, analyses, health),
         "lead-lab",
         env!("CARGO_PKG_VERSION"),
     )
     .description(
         "Lead submission API. Every attempt, accepted or not, is answered with the same \
-             JSON shape and recorded as an OpenTelemetry `lead.submit` span.",
+         JSON shape and recorded as an OpenTelemetry `lead.submit` span. The analysis \
+         endpoints need the admin token.",
     )
 }
 
 /// The OpenAPI document, as served at /openapi.json.
 pub fn openapi_spec() -> String {
-    api_service(true, Default::default()).spec()
+    api_service(&Settings::default(), true, Default::default()).spec()
 }
 
 async fn warm_dedup(ingest: &Ingest, settings: &Settings) {

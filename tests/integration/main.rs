@@ -5,6 +5,7 @@ mod app;
 mod fake_ollama;
 mod support;
 
+mod analyzer;
 mod analyzer_facts;
 mod clickhouse_http;
 mod collector_outage;

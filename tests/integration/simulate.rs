@@ -14,9 +14,9 @@ use lead_lab::simulate::{self, Mode, RunReport, SimulateOptions};
 use crate::app::TestApp;
 use crate::support::{eventually, logged};
 
-const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
+pub const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -26,7 +26,7 @@ fn free_port() -> u16 {
 
 /// A service with the shipped sources, forms and keys, delivering to a fake CRM that
 /// the simulator hosts on `crm_port`.
-async fn lab(crm_port: u16) -> TestApp {
+pub async fn lab(crm_port: u16) -> TestApp {
     let shipped = Settings::load(Some(Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/config/local.toml"
@@ -44,7 +44,7 @@ async fn lab(crm_port: u16) -> TestApp {
     .await
 }
 
-async fn backfill(
+pub async fn backfill(
     app: &TestApp,
     scenario: &Path,
     first_day: NaiveDate,
@@ -70,7 +70,7 @@ async fn backfill(
     .expect("the simulation runs")
 }
 
-fn week_start() -> NaiveDate {
+pub fn week_start() -> NaiveDate {
     chrono::Utc::now().date_naive() - chrono::Duration::days(7)
 }
 
@@ -81,7 +81,7 @@ struct Count {
 }
 
 /// Rows of the app per `day|source|outcome|reason`, once `total` have arrived.
-async fn landed(app: &TestApp, total: u64) -> BTreeMap<String, u64> {
+pub async fn landed(app: &TestApp, total: u64) -> BTreeMap<String, u64> {
     let client = app.stack.client();
     eventually("every simulated attempt in lead_submissions", Duration::from_secs(60), || {
         let query = client

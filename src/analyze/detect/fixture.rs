@@ -31,6 +31,7 @@ fn base(name: &str, mean: f64) -> BaselineVolume {
         days_with_traffic: 7,
         mean_attempts_per_day: mean,
         failure_share: 0.05,
+        mean_duplicates_per_day: (mean * 0.01).round(),
     }
 }
 

@@ -97,25 +97,67 @@ fn new_entry(
     .build()
 }
 
-/// DuplicateSurge: duplicates at least `duplicate_surge_ratio` times the baseline's daily
-/// mean (scaled to the elapsed day, at least 1), beyond Poisson noise and
-/// `MIN_SURGE_DUPLICATES`. Names the source when it holds `concentration_share` of them.
+/// DuplicateSurge: duplicates of a source at least `duplicate_surge_ratio` times its
+/// baseline daily mean (scaled to the elapsed day, at least 1), beyond Poisson noise and
+/// `MIN_SURGE_DUPLICATES`. Checked per source first — one source's surge drowns in the
+/// day's total when other sources carry their usual duplicates — then over all sources.
 pub(super) fn duplicate_surge(facts: &DayFacts, t: &DetectorSettings) -> Vec<Finding> {
     if facts.baseline.days_with_data == 0 {
         return Vec::new();
     }
-    let duplicates = facts.submitters.duplicate_attempts;
-    let expected = round_to(
-        facts.baseline.mean_duplicates_per_day * facts.elapsed_fraction(),
-        2,
-    );
+    let elapsed = facts.elapsed_fraction();
+    let per_source: Vec<Finding> = facts
+        .source_reasons
+        .iter()
+        .filter(|r| r.reason == "duplicate" && !r.source.is_empty())
+        .filter_map(|r| {
+            let mean = facts
+                .baseline
+                .source(&r.source)
+                .map_or(0.0, |b| b.mean_duplicates_per_day);
+            let window = (r.first_event.clone(), r.last_event.clone());
+            surge(
+                facts,
+                t,
+                r.count,
+                mean * elapsed,
+                Some(&r.source),
+                Some(window),
+            )
+        })
+        .collect();
+    if !per_source.is_empty() {
+        return per_source;
+    }
+    let expected = facts.baseline.mean_duplicates_per_day * elapsed;
+    surge(
+        facts,
+        t,
+        facts.submitters.duplicate_attempts,
+        expected,
+        None,
+        None,
+    )
+    .into_iter()
+    .collect()
+}
+
+fn surge(
+    facts: &DayFacts,
+    t: &DetectorSettings,
+    duplicates: u64,
+    expected: f64,
+    source: Option<&str>,
+    window: Option<(String, String)>,
+) -> Option<Finding> {
+    let expected = round_to(expected, 2);
     let floor = expected.max(1.0);
     let d = duplicates as f64;
     if duplicates < MIN_SURGE_DUPLICATES
         || d < t.duplicate_surge_ratio * floor
         || d < expected + SURGE_DEVIATIONS * floor.sqrt()
     {
-        return Vec::new();
+        return None;
     }
     let strong = d >= 2.0 * t.duplicate_surge_ratio * floor && duplicates >= t.min_attempts;
     let severity = if strong {
@@ -123,36 +165,27 @@ pub(super) fn duplicate_surge(facts: &DayFacts, t: &DetectorSettings) -> Vec<Fin
     } else {
         Severity::Medium
     };
-    let top = facts
-        .source_reasons
-        .iter()
-        .filter(|r| r.reason == "duplicate" && !r.source.is_empty())
-        .find(|r| r.count as f64 >= t.concentration_share * d);
-    let scope = top.map_or(String::new(), |r| {
-        format!(", {} of them on source {}", r.count, r.source)
-    });
-    vec![
+    let scope = source.map_or(String::new(), |s| format!(" on source {s}"));
+    Some(
         Draft {
             kind: FindingKind::DuplicateSurge,
-            subject: top.map_or_else(Subject::default, |r| subject_of(Dimension::Source, &r.source)),
+            subject: source.map_or_else(Subject::default, |s| subject_of(Dimension::Source, s)),
             severity: capped(severity, facts),
             confidence: confidence(d, 2.0 * t.min_attempts as f64, Some(facts.baseline.days_with_data)),
             summary: format!(
-                "{} attempts were rejected as duplicate against {} expected from the baseline (ratio {}){scope}.",
-                duplicates,
+                "{duplicates} attempts{scope} were rejected as duplicate against {} expected from the baseline (ratio {}).",
                 num(expected),
                 num(super::ratio(d, floor))
             ),
             evidence: vec![
                 ("duplicates", d),
                 ("expected_duplicates", expected),
-                ("baseline_mean_per_day", facts.baseline.mean_duplicates_per_day),
                 ("ratio", super::ratio(d, floor)),
             ],
-            window: top.map(|r| (r.first_event.clone(), r.last_event.clone())),
+            window,
         }
         .build(),
-    ]
+    )
 }
 
 #[cfg(test)]
