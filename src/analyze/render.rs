@@ -36,7 +36,11 @@ pub fn text(view: &RunWithSummary) -> String {
         "  report v{} by {} ({}), confidence {}\n",
         s.version,
         s.generator,
-        if s.model.is_empty() { "-" } else { &s.model },
+        if s.generator == "model" {
+            &s.model
+        } else {
+            "no model"
+        },
         s.confidence
     );
     for (title, body) in [
@@ -68,7 +72,7 @@ pub fn text(view: &RunWithSummary) -> String {
         )
     });
     if !s.confidence_reasons.is_empty() {
-        let _ = writeln!(out, "Confidence: {}", s.confidence_reasons.join("; "));
+        let _ = writeln!(out, "Confidence: {}", s.confidence_reasons.join(" "));
     }
     if !s.grounding_violations.is_empty() {
         let _ = writeln!(
