@@ -2,9 +2,11 @@
 
 pub mod analyses;
 mod body;
+mod console;
 mod health;
 mod leads;
 mod replies;
+mod stats;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -133,7 +135,7 @@ fn routes(
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     Route::new()
-        .nest("/", api)
+        .nest("/", console::around(api))
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .data(ingest)
@@ -142,7 +144,12 @@ fn routes(
         .with(ServerSpans::new(telemetry.tracer(), &telemetry.meter()))
 }
 
-type Apis = (leads::LeadsApi, analyses::AnalysesApi, health::HealthApi);
+type Apis = (
+    leads::LeadsApi,
+    analyses::AnalysesApi,
+    health::HealthApi,
+    stats::StatsApi,
+);
 
 fn api_service(
     settings: &Settings,
@@ -157,7 +164,12 @@ fn api_service(
         admin_token: settings.admin_token.clone(),
     };
     OpenApiService::new(
-        (leads::LeadsApi, analyses, health),
+        (
+            leads::LeadsApi,
+            analyses,
+            health,
+            stats::StatsApi::new(settings),
+        ),
         "lead-lab",
         env!("CARGO_PKG_VERSION"),
     )

@@ -10,6 +10,7 @@ mod analyzer_facts;
 mod clickhouse_http;
 mod collector_outage;
 mod compose;
+mod console;
 mod dashboards;
 mod ingest;
 mod migrate;

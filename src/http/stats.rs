@@ -1,0 +1,592 @@
+//! Read-only statistics of `lead_submissions` for the console: overview cards, day-wise
+//! counts, per-source and per-endpoint breakdowns and the most recent attempts.
+//!
+//! Every query is scoped to this service (`otel.service_name`) and filtered on
+//! `event_time` (the table's sort key starts with the hour), so a request reads only the
+//! days it asks for. Answers are cached in memory for a few seconds, keyed by the
+//! request, so a page refreshing every 5 s never costs more than one scan per period.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+
+use crate::config::Settings;
+
+/// How long an answer is reused.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Longest window a caller may ask for, in days.
+const MAX_DAYS: u32 = 90;
+/// Rows in the recent-submissions list.
+const RECENT_LIMIT: u32 = 50;
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Read-only submission statistics, as shown by the console.
+    Stats,
+}
+
+/// Counts of one period.
+#[derive(Debug, Clone, Default, Object, serde::Serialize)]
+pub struct Counts {
+    pub attempts: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    /// accepted / attempts, 0..1 (0 when there were no attempts).
+    pub success_rate: f64,
+    /// failed / attempts, 0..1 (0 when there were no attempts).
+    pub failure_rate: f64,
+}
+
+impl Counts {
+    fn new(attempts: u64, accepted: u64, rejected: u64, failed: u64) -> Self {
+        let rate = |n: u64| {
+            if attempts == 0 {
+                0.0
+            } else {
+                n as f64 / attempts as f64
+            }
+        };
+        Self {
+            attempts,
+            accepted,
+            rejected,
+            failed,
+            success_rate: rate(accepted),
+            failure_rate: rate(failed),
+        }
+    }
+}
+
+/// The overview cards.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct Overview {
+    /// When the numbers were read (RFC 3339, UTC).
+    pub as_of: String,
+    /// Today (UTC) until now.
+    pub today: Counts,
+    /// Yesterday (UTC) from midnight until the same time of day as now.
+    pub yesterday_same_time: Counts,
+    /// Every row still in the table (bounded by `schema.submissions_ttl_days`).
+    pub all_time: Counts,
+    /// The window "all time" covers, in days.
+    pub all_time_days: u32,
+}
+
+/// One day of the chart.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct DayCounts {
+    pub day: NaiveDate,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct Daily {
+    /// Oldest first; days without attempts are present with zeros.
+    pub days: Vec<DayCounts>,
+}
+
+/// Counts of one source or endpoint.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct NamedCounts {
+    pub name: String,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct Breakdown {
+    /// The window, in days (today included).
+    pub days: u32,
+    /// Most attempts first.
+    pub by_source: Vec<NamedCounts>,
+    /// Most attempts first.
+    pub by_endpoint: Vec<NamedCounts>,
+}
+
+/// One attempt, without any personal data.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct RecentSubmission {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub outcome: String,
+    pub reason: String,
+    pub source: String,
+    pub endpoint: String,
+    pub page: String,
+    pub trace_id: String,
+}
+
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct Recent {
+    /// The window searched, in days.
+    pub days: u32,
+    /// Newest first, at most 50.
+    pub submissions: Vec<RecentSubmission>,
+}
+
+#[derive(Debug, Object)]
+pub struct StatsProblem {
+    pub message: String,
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum StatsAnswer<T: poem_openapi::types::ToJSON + Send + Sync> {
+    #[oai(status = 200)]
+    Ok(Json<T>),
+    /// A parameter is out of range.
+    #[oai(status = 400)]
+    BadRequest(Json<StatsProblem>),
+    /// ClickHouse could not be read.
+    #[oai(status = 503)]
+    Unavailable(Json<StatsProblem>),
+}
+
+fn unavailable<T: poem_openapi::types::ToJSON + Send + Sync>(
+    err: impl std::fmt::Display,
+) -> StatsAnswer<T> {
+    StatsAnswer::Unavailable(Json(StatsProblem {
+        message: format!("lead_submissions unavailable: {err}"),
+    }))
+}
+
+/// Answers reused for [`CACHE_TTL`], keyed by the request.
+struct Cache<T> {
+    entries: Mutex<HashMap<String, (Instant, T)>>,
+}
+
+impl<T: Clone> Cache<T> {
+    fn new() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<T> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, value)| value.clone())
+    }
+
+    fn put(&self, key: String, value: T) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+        entries.insert(key, (Instant::now(), value));
+    }
+}
+
+pub struct StatsApi {
+    client: clickhouse::Client,
+    service: String,
+    ttl_days: u32,
+    overview: Cache<Overview>,
+    daily: Cache<Daily>,
+    breakdown: Cache<Breakdown>,
+    recent: Cache<Recent>,
+}
+
+impl StatsApi {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            client: crate::store::client(&settings.clickhouse),
+            service: settings.otel.service_name.clone(),
+            ttl_days: settings.schema.submissions_ttl_days.max(1),
+            overview: Cache::new(),
+            daily: Cache::new(),
+            breakdown: Cache::new(),
+            recent: Cache::new(),
+        }
+    }
+}
+
+fn midnight(day: NaiveDate) -> DateTime<Utc> {
+    day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+}
+
+fn days_param(days: Option<u32>, default: u32) -> Result<u32, String> {
+    let days = days.unwrap_or(default);
+    if (1..=MAX_DAYS).contains(&days) {
+        Ok(days)
+    } else {
+        Err(format!("days must be between 1 and {MAX_DAYS}"))
+    }
+}
+
+fn bad<T: poem_openapi::types::ToJSON + Send + Sync>(message: String) -> StatsAnswer<T> {
+    StatsAnswer::BadRequest(Json(StatsProblem { message }))
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct OverviewRow {
+    today_attempts: u64,
+    today_accepted: u64,
+    today_rejected: u64,
+    today_failed: u64,
+    yesterday_attempts: u64,
+    yesterday_accepted: u64,
+    yesterday_rejected: u64,
+    yesterday_failed: u64,
+    all_attempts: u64,
+    all_accepted: u64,
+    all_rejected: u64,
+    all_failed: u64,
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct DayRow {
+    day: String,
+    accepted: u64,
+    rejected: u64,
+    failed: u64,
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct PairRow {
+    source: String,
+    endpoint: String,
+    attempts: u64,
+    accepted: u64,
+    rejected: u64,
+    failed: u64,
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct RecentRow {
+    time: String,
+    outcome: String,
+    reason: String,
+    source: String,
+    endpoint: String,
+    page: String,
+    trace_id: String,
+}
+
+impl StatsApi {
+    async fn read_overview(&self, now: DateTime<Utc>) -> clickhouse::error::Result<Overview> {
+        let today = midnight(now.date_naive());
+        let yesterday = today - chrono::Duration::days(1);
+        let yesterday_now = now - chrono::Duration::days(1);
+        let first = today - chrono::Duration::days(i64::from(self.ttl_days) - 1);
+        let period = |name: &str, condition: &str| {
+            format!(
+                "countIf({condition}) AS {name}_attempts, \
+                 countIf({condition} AND outcome = 'accepted') AS {name}_accepted, \
+                 countIf({condition} AND outcome = 'rejected') AS {name}_rejected, \
+                 countIf({condition} AND outcome = 'failed') AS {name}_failed"
+            )
+        };
+        let sql = format!(
+            "SELECT {}, {}, {} FROM lead_submissions \
+             WHERE service = ? AND event_time >= toDateTime(?, 'UTC') AND event_time < toDateTime(?, 'UTC')",
+            period("today", "event_time >= toDateTime(?, 'UTC')"),
+            period(
+                "yesterday",
+                "event_time >= toDateTime(?, 'UTC') AND event_time < toDateTime(?, 'UTC')"
+            ),
+            period("all", "1"),
+        );
+        let (t, y, yn) = (
+            today.timestamp(),
+            yesterday.timestamp(),
+            yesterday_now.timestamp(),
+        );
+        let mut query = self.client.query(&sql);
+        // Placeholders are bound in order: four per period, then the WHERE clause.
+        for _ in 0..4 {
+            query = query.bind(t);
+        }
+        for _ in 0..4 {
+            query = query.bind(y).bind(yn);
+        }
+        let row: OverviewRow = query
+            .bind(&self.service)
+            .bind(first.timestamp())
+            .bind(now.timestamp() + 1)
+            .fetch_one()
+            .await?;
+        Ok(Overview {
+            as_of: now.to_rfc3339(),
+            today: Counts::new(
+                row.today_attempts,
+                row.today_accepted,
+                row.today_rejected,
+                row.today_failed,
+            ),
+            yesterday_same_time: Counts::new(
+                row.yesterday_attempts,
+                row.yesterday_accepted,
+                row.yesterday_rejected,
+                row.yesterday_failed,
+            ),
+            all_time: Counts::new(
+                row.all_attempts,
+                row.all_accepted,
+                row.all_rejected,
+                row.all_failed,
+            ),
+            all_time_days: self.ttl_days,
+        })
+    }
+
+    async fn read_daily(&self, now: DateTime<Utc>, days: u32) -> clickhouse::error::Result<Daily> {
+        let today = now.date_naive();
+        let first = today - chrono::Duration::days(i64::from(days) - 1);
+        let rows: Vec<DayRow> = self
+            .client
+            .query(
+                "SELECT toString(toDate(event_time, 'UTC')) AS day, \
+                 countIf(outcome = 'accepted') AS accepted, \
+                 countIf(outcome = 'rejected') AS rejected, \
+                 countIf(outcome = 'failed') AS failed \
+                 FROM lead_submissions \
+                 WHERE service = ? AND event_time >= toDateTime(?, 'UTC') \
+                   AND event_time < toDateTime(?, 'UTC') \
+                 GROUP BY day ORDER BY day",
+            )
+            .bind(&self.service)
+            .bind(midnight(first).timestamp())
+            .bind(midnight(today + chrono::Duration::days(1)).timestamp())
+            .fetch_all()
+            .await?;
+        let by_day: HashMap<String, DayRow> =
+            rows.into_iter().map(|r| (r.day.clone(), r)).collect();
+        let days = first
+            .iter_days()
+            .take_while(|d| *d <= today)
+            .map(|day| {
+                let row = by_day.get(&day.to_string());
+                DayCounts {
+                    day,
+                    accepted: row.map_or(0, |r| r.accepted),
+                    rejected: row.map_or(0, |r| r.rejected),
+                    failed: row.map_or(0, |r| r.failed),
+                }
+            })
+            .collect();
+        Ok(Daily { days })
+    }
+
+    async fn read_breakdown(
+        &self,
+        now: DateTime<Utc>,
+        days: u32,
+    ) -> clickhouse::error::Result<Breakdown> {
+        let first = now.date_naive() - chrono::Duration::days(i64::from(days) - 1);
+        // One scan, grouped by both; each breakdown is summed from the pairs.
+        let rows: Vec<PairRow> = self
+            .client
+            .query(
+                "SELECT source, endpoint, count() AS attempts, \
+                 countIf(outcome = 'accepted') AS accepted, \
+                 countIf(outcome = 'rejected') AS rejected, \
+                 countIf(outcome = 'failed') AS failed \
+                 FROM lead_submissions \
+                 WHERE service = ? AND event_time >= toDateTime(?, 'UTC') \
+                   AND event_time < toDateTime(?, 'UTC') \
+                 GROUP BY source, endpoint",
+            )
+            .bind(&self.service)
+            .bind(midnight(first).timestamp())
+            .bind(now.timestamp() + 1)
+            .fetch_all()
+            .await?;
+        let sum = |key: fn(&PairRow) -> &str| {
+            let mut totals: HashMap<String, [u64; 4]> = HashMap::new();
+            for row in &rows {
+                let t = totals.entry(key(row).to_owned()).or_default();
+                t[0] += row.attempts;
+                t[1] += row.accepted;
+                t[2] += row.rejected;
+                t[3] += row.failed;
+            }
+            let mut named: Vec<NamedCounts> = totals
+                .into_iter()
+                .map(|(name, [a, ok, rej, fail])| NamedCounts {
+                    name,
+                    counts: Counts::new(a, ok, rej, fail),
+                })
+                .collect();
+            named.sort_by(|a, b| {
+                b.counts
+                    .attempts
+                    .cmp(&a.counts.attempts)
+                    .then_with(|| a.name.cmp(&b.name))
+            });
+            named
+        };
+        Ok(Breakdown {
+            days,
+            by_source: sum(|r| &r.source),
+            by_endpoint: sum(|r| &r.endpoint),
+        })
+    }
+
+    async fn read_recent(
+        &self,
+        now: DateTime<Utc>,
+        days: u32,
+    ) -> clickhouse::error::Result<Recent> {
+        let first = now.date_naive() - chrono::Duration::days(i64::from(days) - 1);
+        let rows: Vec<RecentRow> = self
+            .client
+            .query(
+                "SELECT formatDateTime(event_time, '%Y-%m-%dT%H:%i:%S.%fZ', 'UTC') AS time, \
+                 toString(outcome) AS outcome, toString(reason) AS reason, \
+                 toString(source) AS source, toString(endpoint) AS endpoint, \
+                 toString(page) AS page, trace_id \
+                 FROM lead_submissions \
+                 WHERE service = ? AND event_time >= toDateTime(?, 'UTC') \
+                   AND event_time < toDateTime(?, 'UTC') \
+                 ORDER BY event_time DESC LIMIT ?",
+            )
+            .bind(&self.service)
+            .bind(midnight(first).timestamp())
+            .bind(now.timestamp() + 1)
+            .bind(RECENT_LIMIT)
+            .fetch_all()
+            .await?;
+        let submissions = rows
+            .into_iter()
+            .map(|r| RecentSubmission {
+                time: r.time,
+                outcome: r.outcome,
+                reason: r.reason,
+                source: r.source,
+                endpoint: r.endpoint,
+                page: r.page,
+                trace_id: r.trace_id,
+            })
+            .collect();
+        Ok(Recent { days, submissions })
+    }
+}
+
+#[OpenApi(prefix_path = "/v1/stats", tag = "ApiTags::Stats")]
+impl StatsApi {
+    /// Overview cards: today, yesterday until the same time of day, and all time
+    /// (the table's retention), with success and failure rates. Days are UTC.
+    #[oai(path = "/overview", method = "get")]
+    async fn overview(&self) -> StatsAnswer<Overview> {
+        if let Some(hit) = self.overview.get("overview") {
+            return StatsAnswer::Ok(Json(hit));
+        }
+        match self.read_overview(Utc::now()).await {
+            Ok(value) => {
+                self.overview.put("overview".into(), value.clone());
+                StatsAnswer::Ok(Json(value))
+            }
+            Err(err) => unavailable(err),
+        }
+    }
+
+    /// Accepted, rejected and failed attempts per UTC day, oldest first.
+    #[oai(path = "/daily", method = "get")]
+    async fn daily(
+        &self,
+        /// How many days, today included (default 14, at most 90).
+        days: Query<Option<u32>>,
+    ) -> StatsAnswer<Daily> {
+        let days = match days_param(days.0, 14) {
+            Ok(days) => days,
+            Err(message) => return bad(message),
+        };
+        let key = format!("daily:{days}");
+        if let Some(hit) = self.daily.get(&key) {
+            return StatsAnswer::Ok(Json(hit));
+        }
+        match self.read_daily(Utc::now(), days).await {
+            Ok(value) => {
+                self.daily.put(key, value.clone());
+                StatsAnswer::Ok(Json(value))
+            }
+            Err(err) => unavailable(err),
+        }
+    }
+
+    /// Counts per source and per endpoint over the last days.
+    #[oai(path = "/breakdown", method = "get")]
+    async fn breakdown(
+        &self,
+        /// How many days, today included (default 14, at most 90).
+        days: Query<Option<u32>>,
+    ) -> StatsAnswer<Breakdown> {
+        let days = match days_param(days.0, 14) {
+            Ok(days) => days,
+            Err(message) => return bad(message),
+        };
+        let key = format!("breakdown:{days}");
+        if let Some(hit) = self.breakdown.get(&key) {
+            return StatsAnswer::Ok(Json(hit));
+        }
+        match self.read_breakdown(Utc::now(), days).await {
+            Ok(value) => {
+                self.breakdown.put(key, value.clone());
+                StatsAnswer::Ok(Json(value))
+            }
+            Err(err) => unavailable(err),
+        }
+    }
+
+    /// The last 50 attempts of the window, newest first. No personal data: time,
+    /// outcome, reason, source, endpoint, page and trace id only.
+    #[oai(path = "/recent", method = "get")]
+    async fn recent(
+        &self,
+        /// How many days to look back, today included (default 14, at most 90).
+        days: Query<Option<u32>>,
+    ) -> StatsAnswer<Recent> {
+        let days = match days_param(days.0, 14) {
+            Ok(days) => days,
+            Err(message) => return bad(message),
+        };
+        let key = format!("recent:{days}");
+        if let Some(hit) = self.recent.get(&key) {
+            return StatsAnswer::Ok(Json(hit));
+        }
+        match self.read_recent(Utc::now(), days).await {
+            Ok(value) => {
+                self.recent.put(key, value.clone());
+                StatsAnswer::Ok(Json(value))
+            }
+            Err(err) => unavailable(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_zero_without_attempts() {
+        let c = Counts::new(0, 0, 0, 0);
+        assert_eq!(c.success_rate, 0.0);
+        assert_eq!(c.failure_rate, 0.0);
+        let c = Counts::new(4, 2, 1, 1);
+        assert_eq!(c.success_rate, 0.5);
+        assert_eq!(c.failure_rate, 0.25);
+    }
+
+    #[test]
+    fn days_are_bounded() {
+        assert_eq!(days_param(None, 14), Ok(14));
+        assert!(days_param(Some(0), 14).is_err());
+        assert!(days_param(Some(MAX_DAYS + 1), 14).is_err());
+    }
+
+    #[test]
+    fn the_cache_answers_by_key() {
+        let cache = Cache::new();
+        cache.put("k".into(), 1);
+        assert_eq!(cache.get("k"), Some(1));
+        assert_eq!(cache.get("other"), None);
+    }
+}
