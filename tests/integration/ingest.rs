@@ -672,8 +672,14 @@ async fn a_shutdown_lets_in_flight_requests_finish_and_flushes_their_spans() {
             .json(&slow)
             .send(),
     );
-    // Stop while the lead waits on the CRM (it answers after 3 s).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Stop while the lead waits on the CRM (it answers after 3 s): once the CRM has the
+    // delivery, the request is certainly inside the service.
+    let hits = crm.hits.clone();
+    eventually("the delivery to reach the CRM", ARRIVAL, || {
+        let hits = hits.clone();
+        async move { (hits.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(()) }
+    })
+    .await;
     app.stop().await;
     let response = in_flight
         .await
