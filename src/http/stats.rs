@@ -176,6 +176,27 @@ impl<T: Clone> Cache<T> {
             .map(|(_, value)| value.clone())
     }
 
+    /// The cached answer for `key`, or `read`'s, cached for the next CACHE_TTL.
+    async fn answer(
+        &self,
+        key: String,
+        read: impl std::future::Future<Output = clickhouse::error::Result<T>>,
+    ) -> StatsAnswer<T>
+    where
+        T: poem_openapi::types::ToJSON + Send + Sync,
+    {
+        if let Some(hit) = self.get(&key) {
+            return StatsAnswer::Ok(Json(hit));
+        }
+        match read.await {
+            Ok(value) => {
+                self.put(key, value.clone());
+                StatsAnswer::Ok(Json(value))
+            }
+            Err(err) => unavailable(err),
+        }
+    }
+
     fn put(&self, key: String, value: T) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
@@ -475,16 +496,8 @@ impl StatsApi {
     /// (the table's retention), with success and failure rates. Days are UTC.
     #[oai(path = "/overview", method = "get")]
     async fn overview(&self) -> StatsAnswer<Overview> {
-        if let Some(hit) = self.overview.get("overview") {
-            return StatsAnswer::Ok(Json(hit));
-        }
-        match self.read_overview(Utc::now()).await {
-            Ok(value) => {
-                self.overview.put("overview".into(), value.clone());
-                StatsAnswer::Ok(Json(value))
-            }
-            Err(err) => unavailable(err),
-        }
+        let read = self.read_overview(Utc::now());
+        self.overview.answer("overview".into(), read).await
     }
 
     /// Accepted, rejected and failed attempts per UTC day, oldest first.
@@ -498,17 +511,8 @@ impl StatsApi {
             Ok(days) => days,
             Err(message) => return bad(message),
         };
-        let key = format!("daily:{days}");
-        if let Some(hit) = self.daily.get(&key) {
-            return StatsAnswer::Ok(Json(hit));
-        }
-        match self.read_daily(Utc::now(), days).await {
-            Ok(value) => {
-                self.daily.put(key, value.clone());
-                StatsAnswer::Ok(Json(value))
-            }
-            Err(err) => unavailable(err),
-        }
+        let read = self.read_daily(Utc::now(), days);
+        self.daily.answer(format!("daily:{days}"), read).await
     }
 
     /// Counts per source and per endpoint over the last days.
@@ -522,17 +526,10 @@ impl StatsApi {
             Ok(days) => days,
             Err(message) => return bad(message),
         };
-        let key = format!("breakdown:{days}");
-        if let Some(hit) = self.breakdown.get(&key) {
-            return StatsAnswer::Ok(Json(hit));
-        }
-        match self.read_breakdown(Utc::now(), days).await {
-            Ok(value) => {
-                self.breakdown.put(key, value.clone());
-                StatsAnswer::Ok(Json(value))
-            }
-            Err(err) => unavailable(err),
-        }
+        let read = self.read_breakdown(Utc::now(), days);
+        self.breakdown
+            .answer(format!("breakdown:{days}"), read)
+            .await
     }
 
     /// The last 50 attempts of the window, newest first. No personal data: time,
@@ -547,17 +544,8 @@ impl StatsApi {
             Ok(days) => days,
             Err(message) => return bad(message),
         };
-        let key = format!("recent:{days}");
-        if let Some(hit) = self.recent.get(&key) {
-            return StatsAnswer::Ok(Json(hit));
-        }
-        match self.read_recent(Utc::now(), days).await {
-            Ok(value) => {
-                self.recent.put(key, value.clone());
-                StatsAnswer::Ok(Json(value))
-            }
-            Err(err) => unavailable(err),
-        }
+        let read = self.read_recent(Utc::now(), days);
+        self.recent.answer(format!("recent:{days}"), read).await
     }
 }
 
