@@ -12,6 +12,7 @@ mod collector_outage;
 mod compose;
 mod console;
 mod dashboards;
+mod faults;
 mod ingest;
 mod migrate;
 mod narration;
