@@ -36,8 +36,9 @@ Exit codes:
     about = "Observability-first lead submission service and lab",
     long_about = "Lead sources post leads to `lead-lab serve`; every attempt becomes OpenTelemetry \
 traces and metrics that an OTel collector writes into ClickHouse, where dashboards and the daily \
-analyzer read them.\n\nStart the local stack (ClickHouse + collector, no Docker) with \
-`scripts/stack up`; it applies the schema with `lead-lab migrate` for you.",
+analyzer read them.\n\n`scripts/run` starts everything on one machine (local ClickHouse + collector, the \
+service, simulated traffic); `scripts/stack up` starts only the stack and applies the schema \
+with `lead-lab migrate`.",
     after_long_help = after_help(),
 )]
 pub struct Cli {
