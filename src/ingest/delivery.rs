@@ -5,8 +5,6 @@
 use std::time::{Duration, Instant};
 
 use opentelemetry::Context;
-use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use serde::Serialize;
 
 use crate::config::{DeliveryKind, DeliverySettings};
@@ -130,8 +128,7 @@ impl Delivery {
 
     async fn attempt(&self, lead: &LeadDelivery<'_>, cx: &Context) -> Result<(), AttemptError> {
         let mut headers = reqwest::header::HeaderMap::new();
-        TraceContextPropagator::new()
-            .inject_context(cx, &mut opentelemetry_http::HeaderInjector(&mut headers));
+        crate::telemetry::inject_trace_context(cx, &mut headers);
         let response = self
             .http
             .post(&self.settings.url)
