@@ -26,6 +26,16 @@ pub struct Client {
     pub limit: RateLimitSettings,
 }
 
+/// A request's credentials, resolved against the registry.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'r> {
+    client: Option<&'r Client>,
+    /// A simulator vouches for stated event times.
+    pub trusted: bool,
+    /// The event time the request states, when trusted.
+    pub stated: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 #[derive(Debug)]
 pub struct SourceRegistry {
     sources: HashMap<String, Source>,
@@ -105,17 +115,20 @@ impl SourceRegistry {
         }
     }
 
-    /// Whether the request comes from a trusted simulator (its own key, or a source key
-    /// with the simulator role), which may state event times.
-    pub fn is_simulator(&self, creds: &Credentials<'_>) -> bool {
-        [creds.simulator_key, creds.key]
-            .into_iter()
-            .flatten()
-            .any(|key| {
-                self.clients_by_key_hash
-                    .get(&hash_key(key))
-                    .is_some_and(|c| c.simulator)
-            })
+    /// Looks the request's keys up once (hashing is per request, not per lead of a
+    /// batch): whose key it carries, and whether a simulator vouches for its stated time
+    /// (its own key, or a source key with the simulator role).
+    pub fn identify(&self, creds: &Credentials<'_>) -> Caller<'_> {
+        let client_of =
+            |key: Option<&str>| key.and_then(|k| self.clients_by_key_hash.get(&hash_key(k)));
+        let client = client_of(creds.key);
+        let trusted = client.is_some_and(|c| c.simulator)
+            || client_of(creds.simulator_key).is_some_and(|c| c.simulator);
+        Caller {
+            client,
+            trusted,
+            stated: creds.stated_time().filter(|_| trusted),
+        }
     }
 
     pub fn source(&self, name: &str) -> Option<&Source> {
@@ -125,10 +138,12 @@ impl SourceRegistry {
     /// Checks the presented key against the source the lead claims to come from.
     /// A valid key of *another* source is its own reason: it is the classic
     /// misconfiguration (a site deployed with a sibling's key), not an attack.
-    pub fn authenticate(&self, key: Option<&str>, claimed_source: &str) -> Result<&Client, Reason> {
-        let client = key
-            .and_then(|key| self.clients_by_key_hash.get(&hash_key(key)))
-            .ok_or(Reason::Unauthorized)?;
+    pub fn authenticate<'r>(
+        &'r self,
+        caller: &Caller<'r>,
+        claimed_source: &str,
+    ) -> Result<&'r Client, Reason> {
+        let client = caller.client.ok_or(Reason::Unauthorized)?;
         if client.source != claimed_source {
             return Err(Reason::SourceKeyMismatch);
         }
@@ -165,10 +180,19 @@ mod tests {
         )
     }
 
+    fn creds(key: Option<&'static str>) -> Credentials<'static> {
+        Credentials {
+            key,
+            ..Credentials::default()
+        }
+    }
+
     #[test]
     fn a_valid_key_for_the_claimed_source_is_accepted() {
         let registry = registry();
-        let client = registry.authenticate(Some("quiz-secret"), "quiz").unwrap();
+        let client = registry
+            .authenticate(&registry.identify(&creds(Some("quiz-secret"))), "quiz")
+            .unwrap();
         assert_eq!(client.id, "quiz-key");
     }
 
@@ -176,11 +200,15 @@ mod tests {
     fn missing_or_unknown_keys_are_unauthorized() {
         let registry = registry();
         assert_eq!(
-            registry.authenticate(None, "quiz").unwrap_err(),
+            registry
+                .authenticate(&registry.identify(&creds(None)), "quiz")
+                .unwrap_err(),
             Reason::Unauthorized
         );
         assert_eq!(
-            registry.authenticate(Some("guess"), "quiz").unwrap_err(),
+            registry
+                .authenticate(&registry.identify(&creds(Some("guess"))), "quiz")
+                .unwrap_err(),
             Reason::Unauthorized
         );
     }
@@ -190,7 +218,7 @@ mod tests {
         let registry = registry();
         assert_eq!(
             registry
-                .authenticate(Some("quiz-secret"), "qr_code")
+                .authenticate(&registry.identify(&creds(Some("quiz-secret"))), "qr_code")
                 .unwrap_err(),
             Reason::SourceKeyMismatch
         );
@@ -201,7 +229,7 @@ mod tests {
         let registry = registry();
         assert_eq!(
             registry
-                .authenticate(Some("qr-secret"), "qr_code")
+                .authenticate(&registry.identify(&creds(Some("qr-secret"))), "qr_code")
                 .unwrap_err(),
             Reason::SourceDisabled
         );
@@ -251,7 +279,7 @@ mod tests {
             ("x-submitted-at", "2026-11-20T10:00:00Z"),
         ]);
         let creds = Credentials::from_headers(&h);
-        assert!(registry.is_simulator(&creds));
+        assert!(registry.identify(&creds).trusted);
         assert_eq!(
             creds.stated_time().unwrap().to_rfc3339(),
             "2026-11-20T10:00:00+00:00"
@@ -260,6 +288,7 @@ mod tests {
             ("authorization", "Bearer live-secret"),
             ("x-simulator-key", "guess"),
         ]);
-        assert!(!registry.is_simulator(&Credentials::from_headers(&h)));
+        let caller = registry.identify(&Credentials::from_headers(&h));
+        assert!(!caller.trusted && caller.stated.is_none());
     }
 }

@@ -10,7 +10,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use uuid::Uuid;
 
-use super::auth::{Client, Credentials, SourceRegistry};
+use super::auth::{Caller, Client, Credentials, SourceRegistry};
 use super::body::{BodyError, RawBody};
 use super::dedup::{DedupIndex, DedupKey};
 use super::delivery::{Delivery, DeliveryOutcome, LeadDelivery};
@@ -134,11 +134,12 @@ impl From<Rejection> for Ending {
 impl Ingest {
     /// `POST /v1/leads`.
     pub async fn submit_lead(&self, creds: &Credentials<'_>, body: RawBody) -> Verdict {
-        let mut record = self.record(Endpoint::Leads, None, creds);
+        let caller = self.registry.identify(creds);
+        let mut record = self.record(Endpoint::Leads, None, &caller);
         let lead = body
             .json()
             .and_then(|bytes| crate::domain::lead_from_json(&bytes, self.unknown_fields));
-        let ending = self.decide(&mut record, lead, creds).await;
+        let ending = self.decide(&mut record, lead, &caller).await;
         self.finish(record, ending)
     }
 
@@ -149,8 +150,9 @@ impl Ingest {
         creds: &Credentials<'_>,
         body: RawBody,
     ) -> Verdict {
+        let caller = self.registry.identify(creds);
         let Some(form) = self.forms.iter().find(|f| f.id == form_id) else {
-            let record = self.record(Endpoint::Forms, Some("unknown".into()), creds);
+            let record = self.record(Endpoint::Forms, Some("unknown".into()), &caller);
             let ending = Ending::rejected(
                 Reason::UnknownForm,
                 None,
@@ -158,12 +160,12 @@ impl Ingest {
             );
             return self.finish(record, ending);
         };
-        let mut record = self.record(Endpoint::Forms, Some(form.id.clone()), creds);
+        let mut record = self.record(Endpoint::Forms, Some(form.id.clone()), &caller);
         let lead = body.form().and_then(|bytes| {
             let (source, page) = form_target(form)?;
             crate::domain::lead_from_form(&bytes, source, page, self.unknown_fields)
         });
-        let ending = self.decide(&mut record, lead, creds).await;
+        let ending = self.decide(&mut record, lead, &caller).await;
         self.finish(record, ending)
     }
 
@@ -174,21 +176,22 @@ impl Ingest {
         creds: &Credentials<'_>,
         body: RawBody,
     ) -> Result<Vec<Verdict>, Verdict> {
+        let caller = self.registry.identify(creds);
         let parsed = body.json().and_then(|bytes| {
             crate::domain::batch_from_json(&bytes, self.batch_max_leads, self.unknown_fields)
         });
         let leads = match parsed {
             Ok(leads) => leads,
             Err(rejection) => {
-                let mut record = self.record(Endpoint::Batch, None, creds);
+                let mut record = self.record(Endpoint::Batch, None, &caller);
                 self.note_context(&mut record, &rejection);
                 return Err(self.finish(record, rejection.into()));
             }
         };
         let mut verdicts = Vec::with_capacity(leads.len());
         for lead in leads {
-            let mut record = self.record(Endpoint::Batch, None, creds);
-            let ending = self.decide(&mut record, lead, creds).await;
+            let mut record = self.record(Endpoint::Batch, None, &caller);
+            let ending = self.decide(&mut record, lead, &caller).await;
             verdicts.push(self.finish(record, ending));
         }
         Ok(verdicts)
@@ -196,14 +199,7 @@ impl Ingest {
 
     /// A fresh record. Its event time is now, unless a trusted simulator states when the
     /// replayed event happened: then even a malformed attempt lands on its simulated day.
-    fn record(
-        &self,
-        endpoint: Endpoint,
-        form_id: Option<String>,
-        creds: &Credentials<'_>,
-    ) -> Record {
-        let trusted = self.registry.is_simulator(creds);
-        let stated = creds.stated_time().filter(|_| trusted);
+    fn record(&self, endpoint: Endpoint, form_id: Option<String>, caller: &Caller<'_>) -> Record {
         Record {
             attempt: Attempt {
                 endpoint,
@@ -217,8 +213,8 @@ impl Ingest {
             client_id: String::new(),
             lead_id: None,
             delivery_attempts: 0,
-            event_start: stated.map_or_else(SystemTime::now, SystemTime::from),
-            trusted,
+            event_start: caller.stated.map_or_else(SystemTime::now, SystemTime::from),
+            trusted: caller.trusted,
             span: None,
         }
     }
@@ -228,7 +224,7 @@ impl Ingest {
         &self,
         record: &mut Record,
         lead: Result<LeadInput, Rejection>,
-        creds: &Credentials<'_>,
+        caller: &Caller<'_>,
     ) -> Ending {
         let lead = match lead {
             Ok(lead) => lead,
@@ -243,7 +239,7 @@ impl Ingest {
         if let Err(ending) = self.validate_for_source(&lead) {
             return ending;
         }
-        let client = match self.registry.authenticate(creds.key, lead.source.as_str()) {
+        let client = match self.registry.authenticate(caller, lead.source.as_str()) {
             Ok(client) => client,
             Err(reason) => return Ending::rejected(reason, None, auth_message(reason)),
         };
