@@ -353,3 +353,41 @@ async fn the_cli_prints_the_report_as_text_and_as_json() {
     let parsed: Value = serde_json::from_slice(&json_out.stdout).expect("--json prints JSON");
     assert_eq!(parsed["summary"]["generator"], "model");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_schedule_analyses_yesterday() {
+    let yesterday = (chrono::Utc::now().date_naive() - chrono::Duration::days(1)).to_string();
+    let replies = (0..20)
+        .map(|_| Reply::GoodJson(plain_report(&yesterday)))
+        .collect();
+    let ollama = FakeOllama::start(replies).await;
+    let db = TestDatabase::migrated().await;
+    let settings = ollama.settings();
+    let mut app = TestApp::spawn_with(|s| {
+        s.clickhouse.database = db.name.clone();
+        s.admin_token = "test-admin-token".into();
+        s.ollama = settings;
+        s.analyzer.schedule = "* * * * * *".into();
+        s.analyzer.schedule_enabled = true;
+    })
+    .await;
+    let path = format!("/v1/analyses?day={yesterday}");
+    let run = eventually(
+        "a scheduled run for yesterday",
+        Duration::from_secs(30),
+        || {
+            let path = path.clone();
+            let app = &app;
+            async move {
+                let runs = get(app, &path).await;
+                runs.as_array()?
+                    .iter()
+                    .find(|r| r["trigger"] == "schedule")
+                    .cloned()
+            }
+        },
+    )
+    .await;
+    assert_eq!(run["day"], yesterday.as_str());
+    app.stop().await;
+}
