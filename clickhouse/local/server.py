@@ -202,6 +202,8 @@ _TOKEN_RE = re.compile(
        | (?P<other>.)""",
     re.X | re.S,
 )
+# Statements that change the session itself (settings, current database).
+_SESSION_VERBS = {b"SET", b"USE"}
 _READ_ONLY_VERBS = {b"SELECT", b"WITH", b"SHOW", b"DESCRIBE", b"DESC", b"EXISTS", b"EXPLAIN", b"SET", b"USE"}
 
 
@@ -373,7 +375,7 @@ class Engine:
             except Exception as exc:  # chdb raises RuntimeError subclasses with ClickHouse's text
                 raise ClickHouseError.from_engine(exc, self.error_names) from exc
             finally:
-                self._restore(request.settings)
+                self._restore(request)
 
     def _apply(self, request: QueryRequest) -> None:
         if request.database:
@@ -434,18 +436,24 @@ class Engine:
         except UnicodeDecodeError as exc:
             raise ClickHouseError(62, "SYNTAX_ERROR", f"Syntax error: query is not valid UTF-8 at position {exc.start}") from exc
 
-    def _restore(self, applied: dict[str, str]) -> None:
+    def _restore(self, request: QueryRequest) -> None:
         """Put the session back to its startup database and setting values.
 
-        The URL settings are reset first, without looking: one of them (limit,
-        max_result_rows, ...) could otherwise truncate the system.settings scan
-        that finds what the statement itself changed (SET/USE inside it).
-        Values are restored explicitly (not with SET x = DEFAULT) because the
-        baseline itself differs from the engine defaults (_FORCED_SETTINGS).
+        The URL settings and database are reset without looking. Only a SET or
+        USE statement can change anything else, and only then is system.settings
+        scanned for what it changed (the scan costs ~10 ms, more than most
+        queries). The URL settings are reset before that scan: one of them
+        (limit, max_result_rows, ...) could otherwise truncate it. Values are
+        restored explicitly (not with SET x = DEFAULT) because the baseline
+        itself differs from the engine defaults (_FORCED_SETTINGS).
         """
-        known = [name for name in applied if name in self._baseline]
+        known = [name for name in request.settings if name in self._baseline]
         if known:
             self._session.query("SET " + ", ".join(f"{name} = {_quote(self._baseline[name])}" for name in known))
+        if first_verb(request.sql) not in _SESSION_VERBS:
+            if request.database:
+                self._session.query(f"USE {_ident(self._baseline[''])}")
+            return
         state = self._state()
         if state.pop("") != self._baseline[""]:
             self._session.query(f"USE {_ident(self._baseline[''])}")

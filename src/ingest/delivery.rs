@@ -94,6 +94,11 @@ impl Delivery {
         })
     }
 
+    /// False for `kind = "none"`: accepted leads go nowhere.
+    pub fn is_configured(&self) -> bool {
+        self.settings.kind != DeliveryKind::None
+    }
+
     /// Delivers `lead`, propagating `cx` (the delivery span) as `traceparent`.
     pub async fn deliver(
         &self,
@@ -101,7 +106,7 @@ impl Delivery {
         cx: &Context,
     ) -> (DeliveryOutcome, Duration) {
         let started = Instant::now();
-        if self.settings.kind == DeliveryKind::None {
+        if !self.is_configured() {
             return (DeliveryOutcome::NotConfigured, started.elapsed());
         }
         let mut backoff = Duration::from_millis(self.settings.retry_backoff_ms);

@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::SdkTracer;
 use uuid::Uuid;
 
@@ -321,6 +321,11 @@ impl Ingest {
         lead_id: Uuid,
         at: DateTime<Utc>,
     ) -> DeliveryOutcome {
+        // With no CRM there is nothing to time or trace: a span per lead saying so would
+        // be a third of the service's span volume for no information.
+        if !self.delivery.is_configured() {
+            return DeliveryOutcome::NotConfigured;
+        }
         let submit = record.open_span(&self.tracer).clone();
         let offset = record.attempt.timer.elapsed();
         let mut span = self
@@ -436,9 +441,12 @@ impl Record {
         })
     }
 
+    /// The attempt's attributes, leaving out the unknown ones (empty text, zero delivery
+    /// attempts): the `lead_submissions` view reads a missing key as ''/0 anyway, and
+    /// each span is smaller to build, export and store.
     fn attributes(&self, outcome: Outcome, ending: &Ending) -> Vec<KeyValue> {
         let status = ending.reason.map_or(ACCEPTED_STATUS, Reason::http_status);
-        vec![
+        let all = [
             KeyValue::new("lead.source", self.source.clone()),
             KeyValue::new("lead.endpoint", self.attempt.endpoint.as_str()),
             KeyValue::new("lead.page", self.page.clone()),
@@ -463,7 +471,16 @@ impl Record {
             ),
             KeyValue::new("http.response.status_code", i64::from(status)),
             KeyValue::new("lead.delivery.attempts", i64::from(self.delivery_attempts)),
-        ]
+        ];
+        all.into_iter().filter(|kv| !is_unset(&kv.value)).collect()
+    }
+}
+
+fn is_unset(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.as_str().is_empty(),
+        Value::I64(number) => *number == 0,
+        _ => false,
     }
 }
 

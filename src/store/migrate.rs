@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003", "otel_metrics"),
     migration!(4, "0004", "lead_submissions"),
     migration!(5, "0005", "analysis"),
+    migration!(6, "0006", "submission_rollups"),
 ];
 
 impl Migration {

@@ -62,18 +62,19 @@ impl LeadMetrics {
         }
     }
 
-    /// One submission attempt; `reason` is "" for accepted ones.
+    /// One submission attempt; `reason` is "" for accepted ones. The closed-set values
+    /// are `'static`: this runs for every attempt, and static text is not copied.
     pub fn record_submission(
         &self,
         source: &str,
-        endpoint: &str,
-        outcome: &str,
-        reason: &str,
+        endpoint: &'static str,
+        outcome: &'static str,
+        reason: &'static str,
         duration: Duration,
     ) {
         let source = KeyValue::new("lead.source", source.to_owned());
-        let endpoint = KeyValue::new("lead.endpoint", endpoint.to_owned());
-        let outcome = KeyValue::new("lead.outcome", outcome.to_owned());
+        let endpoint = KeyValue::new("lead.endpoint", endpoint);
+        let outcome = KeyValue::new("lead.outcome", outcome);
         self.submission_duration.record(
             duration.as_secs_f64(),
             &[source.clone(), endpoint.clone(), outcome.clone()],
@@ -84,17 +85,17 @@ impl LeadMetrics {
                 source,
                 endpoint,
                 outcome,
-                KeyValue::new("lead.reason", reason.to_owned()),
+                KeyValue::new("lead.reason", reason),
             ],
         );
     }
 
-    pub fn record_delivery(&self, source: &str, outcome: &str, duration: Duration) {
+    pub fn record_delivery(&self, source: &str, outcome: &'static str, duration: Duration) {
         self.delivery_duration.record(
             duration.as_secs_f64(),
             &[
                 KeyValue::new("lead.source", source.to_owned()),
-                KeyValue::new("lead.delivery.outcome", outcome.to_owned()),
+                KeyValue::new("lead.delivery.outcome", outcome),
             ],
         );
     }

@@ -449,16 +449,34 @@ async fn submission_counts(app: &TestApp, expected_total: f64) -> BTreeMap<(Stri
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_callers_traceparent_joins_our_spans_to_its_trace() {
-    let mut app = TestApp::spawn().await;
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct SpanRow {
+    span_name: String,
+    span_id: String,
+    parent: String,
+    kind: String,
+}
+
+impl SpanRow {
+    fn named<'a>(spans: &'a [SpanRow], name: &str) -> &'a SpanRow {
+        spans
+            .iter()
+            .find(|s| s.span_name == name)
+            .unwrap_or_else(|| panic!("a {name} span in {spans:?}"))
+    }
+}
+
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// Posts one lead under a caller's `traceparent`, stops the app (flushing its spans) and
+/// returns the spans of that trace once at least `expected` have arrived.
+async fn spans_of_a_traced_lead(mut app: TestApp, expected: usize) -> Vec<SpanRow> {
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
-    let caller_span = "00f067aa0ba902b7";
     let response = app
         .http
         .post(app.url("/v1/leads"))
         .bearer_auth(&app.keys.quiz)
-        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .header("traceparent", format!("00-{trace_id}-{CALLER_SPAN}-01"))
         .json(&lead("quiz", "/quiz/start"))
         .send()
         .await
@@ -467,15 +485,8 @@ async fn a_callers_traceparent_joins_our_spans_to_its_trace() {
     assert_eq!(body["trace_id"], trace_id.as_str());
     app.stop().await;
 
-    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
-    struct SpanRow {
-        span_name: String,
-        span_id: String,
-        parent: String,
-        kind: String,
-    }
     let client = app.stack.client();
-    let spans: Vec<SpanRow> = eventually("the server and lead.submit spans", ARRIVAL, || {
+    eventually("the trace's spans", ARRIVAL, || {
         let query = client
             .query(
                 "SELECT SpanName AS span_name, SpanId AS span_id, ParentSpanId AS parent, SpanKind AS kind \
@@ -483,26 +494,44 @@ async fn a_callers_traceparent_joins_our_spans_to_its_trace() {
             )
             .bind(&trace_id)
             .bind(&app.service);
-        async move { logged(query.fetch_all::<SpanRow>().await).filter(|s| s.len() >= 2) }
+        async move { logged(query.fetch_all::<SpanRow>().await).filter(|s| s.len() >= expected) }
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callers_traceparent_joins_our_spans_to_its_trace() {
+    let spans = spans_of_a_traced_lead(TestApp::spawn().await, 2).await;
     let server = spans
         .iter()
         .find(|s| s.kind.contains("Server"))
         .expect("a server span");
     assert_eq!(
-        server.parent, caller_span,
+        server.parent, CALLER_SPAN,
         "the server span continues the caller's span"
     );
     assert_eq!(server.span_name, "POST /v1/leads");
-    let submit = spans
-        .iter()
-        .find(|s| s.span_name == "lead.submit")
-        .expect("a lead.submit span");
+    let submit = SpanRow::named(&spans, "lead.submit");
     assert_eq!(
         submit.parent, server.span_id,
         "lead.submit is a child of the server span"
     );
+    assert_eq!(
+        spans.len(),
+        2,
+        "no CRM is configured, so there is no delivery span: {spans:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivery_to_a_crm_is_a_client_span_under_the_attempt() {
+    let crm = FakeCrm::start().await;
+    let app = TestApp::spawn_with(|s| crm.configure(s)).await;
+    let spans = spans_of_a_traced_lead(app, 3).await;
+    let submit = SpanRow::named(&spans, "lead.submit");
+    let deliver = SpanRow::named(&spans, "lead.deliver");
+    assert_eq!(deliver.parent, submit.span_id);
+    assert!(deliver.kind.contains("Client"), "{deliver:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

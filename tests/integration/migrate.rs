@@ -69,7 +69,11 @@ async fn the_cli_migrates_a_fresh_database_and_a_second_run_changes_nothing() {
     let expected_tables = [
         "ai_summaries",
         "analysis_runs",
+        "lead_latency_15m",
+        "lead_latency_15m_mv",
         "lead_submissions",
+        "lead_submissions_15m",
+        "lead_submissions_15m_mv",
         "lead_submissions_mv",
         "otel_logs",
         "otel_metrics_exponential_histogram",

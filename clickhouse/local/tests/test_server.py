@@ -254,6 +254,8 @@ def test_settings_apply_per_request_only(server, q):
     assert default_threads != b"1\n"
     q("SET max_threads = 1")  # a SET inside one request is not kept either
     assert q("SELECT getSetting('max_threads')") == default_threads
+    q("/* leading comment */ SET max_threads = 1")
+    assert q("SELECT getSetting('max_threads')") == default_threads
     q("SELECT 1", limit="1", max_result_rows="1", result_overflow_mode="throw", max_threads="1")
     assert q("SELECT getSetting('max_threads')") == default_threads
     # 26.9 no longer quotes 64-bit integers in JSON by default
