@@ -83,20 +83,19 @@ pub struct Delivery {
 pub struct DeliveryInitError(#[from] reqwest::Error);
 
 impl Delivery {
-    pub fn new(settings: &DeliverySettings) -> Result<Self, DeliveryInitError> {
+    /// The webhook delivery, or `None` for `kind = "none"` (accepted leads go nowhere).
+    pub fn new(settings: &DeliverySettings) -> Result<Option<Self>, DeliveryInitError> {
+        if settings.kind == DeliveryKind::None {
+            return Ok(None);
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_millis(settings.timeout_ms))
             .build()?;
-        Ok(Self {
+        Ok(Some(Self {
             settings: settings.clone(),
             http,
-        })
-    }
-
-    /// False for `kind = "none"`: accepted leads go nowhere.
-    pub fn is_configured(&self) -> bool {
-        self.settings.kind != DeliveryKind::None
+        }))
     }
 
     /// Delivers `lead`, propagating `cx` (the delivery span) as `traceparent`.
@@ -106,9 +105,6 @@ impl Delivery {
         cx: &Context,
     ) -> (DeliveryOutcome, Duration) {
         let started = Instant::now();
-        if !self.is_configured() {
-            return (DeliveryOutcome::NotConfigured, started.elapsed());
-        }
         let mut backoff = Duration::from_millis(self.settings.retry_backoff_ms);
         let mut attempts = 0;
         let outcome = loop {

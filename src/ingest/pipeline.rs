@@ -65,7 +65,8 @@ pub struct Ingest {
     pub(super) forms: Vec<FormSettings>,
     pub(super) limiter: RateLimiter,
     pub(super) dedup: DedupIndex,
-    pub(super) delivery: Delivery,
+    /// `None` when no CRM is configured.
+    pub(super) delivery: Option<Delivery>,
     pub(super) hasher: SubmitterHasher,
     pub(super) unknown_fields: UnknownFields,
     pub(super) batch_max_leads: usize,
@@ -323,9 +324,9 @@ impl Ingest {
     ) -> DeliveryOutcome {
         // With no CRM there is nothing to time or trace: a span per lead saying so would
         // be a third of the service's span volume for no information.
-        if !self.delivery.is_configured() {
+        let Some(delivery) = &self.delivery else {
             return DeliveryOutcome::NotConfigured;
-        }
+        };
         let submit = record.open_span(&self.tracer).clone();
         let offset = record.attempt.timer.elapsed();
         let mut span = self
@@ -338,7 +339,7 @@ impl Ingest {
         // for the webhook's traceparent.
         let delivery_cx = submit.with_remote_span_context(span.span_context().clone());
         let payload = delivery_payload(lead, lead_id, record.attempt.form_id.as_deref(), at);
-        let (outcome, took) = self.delivery.deliver(&payload, &delivery_cx).await;
+        let (outcome, took) = delivery.deliver(&payload, &delivery_cx).await;
         span.set_attribute(KeyValue::new("lead.delivery.outcome", outcome.as_str()));
         span.set_attribute(KeyValue::new(
             "lead.delivery.attempts",
