@@ -12,8 +12,10 @@ use serde_json::{Value, json};
 
 use crate::app::TestApp;
 use crate::fake_ollama::{FakeOllama, FakeOptions, Reply};
-use crate::simulate::{SCENARIOS, backfill, free_port, lab, landed, week_start};
-use crate::support::{TestDatabase, eventually};
+use crate::simulate::{SCENARIOS, backfill, lab, landed, week_start};
+use crate::support::{TestDatabase, eventually, free_port};
+
+const ADMIN_TOKEN: &str = "test-admin-token";
 
 async fn findings_on(app: &TestApp, day: chrono::NaiveDate) -> Vec<Finding> {
     let query = FactsQuery {
@@ -115,7 +117,7 @@ async fn analyzer_app(ollama: &FakeOllama, db: &TestDatabase) -> TestApp {
     let settings = ollama.settings();
     TestApp::spawn_with(|s| {
         s.clickhouse.database = db.name.clone();
-        s.admin_token = "test-admin-token".into();
+        s.admin_token = ADMIN_TOKEN.into();
         s.ollama = settings;
         s.analyzer.retry_backoff_ms = 50;
         s.analyzer.schedule_enabled = false;
@@ -126,25 +128,11 @@ async fn analyzer_app(ollama: &FakeOllama, db: &TestDatabase) -> TestApp {
 async fn start(app: &TestApp, day: &str) -> reqwest::Response {
     app.http
         .post(app.url("/v1/analyses"))
-        .bearer_auth("test-admin-token")
+        .bearer_auth(ADMIN_TOKEN)
         .json(&json!({ "day": day }))
         .send()
         .await
         .unwrap()
-}
-
-async fn get(app: &TestApp, path: &str) -> Value {
-    let response = app
-        .http
-        .get(app.url(path))
-        .bearer_auth("test-admin-token")
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = response.text().await.unwrap();
-    assert!(status.is_success(), "{path}: {status} {body}");
-    serde_json::from_str(&body).unwrap()
 }
 
 /// Polls a run until it ends; returns the run with its summary.
@@ -153,7 +141,7 @@ async fn finished(app: &TestApp, run_id: &str) -> Value {
     eventually("the analysis to finish", Duration::from_secs(60), || {
         let path = path.clone();
         async move {
-            let view = get(app, &path).await;
+            let view = app.get_json(&path, Some(ADMIN_TOKEN)).await;
             let status = view["run"]["status"]
                 .as_str()
                 .unwrap_or_default()
@@ -187,7 +175,9 @@ async fn a_good_answer_is_stored_as_the_models_report() {
     assert_eq!(view["run"]["status"], "succeeded", "{view}");
     assert_eq!(view["summary"]["generator"], "model");
     assert_eq!(view["summary"]["grounding_violations"], json!([]));
-    let summaries = get(&app, &format!("/v1/summaries/{day}")).await;
+    let summaries = app
+        .get_json(&format!("/v1/summaries/{day}"), Some(ADMIN_TOKEN))
+        .await;
     assert_eq!(summaries["current"]["run_id"], accepted["run_id"]);
     let prompt = ollama.chat_requests()[0].to_string();
     assert!(!prompt.contains("@example"), "no email reaches the model");
@@ -242,7 +232,7 @@ async fn starting_answers_at_once_and_a_second_request_joins_the_running_run() {
     let db = TestDatabase::migrated().await;
     let mut app = TestApp::spawn_with(|s| {
         s.clickhouse.database = db.name.clone();
-        s.admin_token = "test-admin-token".into();
+        s.admin_token = ADMIN_TOKEN.into();
         s.ollama = ollama.settings();
         s.ollama.timeout_ms = 60_000;
         s.analyzer.schedule_enabled = false;
@@ -260,7 +250,9 @@ async fn starting_answers_at_once_and_a_second_request_joins_the_running_run() {
     let second: Value = start(&app, &day).await.json().await.unwrap();
     assert_eq!(second["run_id"], first["run_id"]);
     assert_eq!(second["joined"], true);
-    let runs = get(&app, &format!("/v1/analyses?day={day}")).await;
+    let runs = app
+        .get_json(&format!("/v1/analyses?day={day}"), Some(ADMIN_TOKEN))
+        .await;
     assert_eq!(
         runs.as_array().unwrap().len(),
         1,
@@ -365,7 +357,7 @@ async fn the_schedule_analyses_yesterday() {
     let settings = ollama.settings();
     let mut app = TestApp::spawn_with(|s| {
         s.clickhouse.database = db.name.clone();
-        s.admin_token = "test-admin-token".into();
+        s.admin_token = ADMIN_TOKEN.into();
         s.ollama = settings;
         s.analyzer.schedule = "* * * * * *".into();
         s.analyzer.schedule_enabled = true;
@@ -379,7 +371,7 @@ async fn the_schedule_analyses_yesterday() {
             let path = path.clone();
             let app = &app;
             async move {
-                let runs = get(app, &path).await;
+                let runs = app.get_json(&path, Some(ADMIN_TOKEN)).await;
                 runs.as_array()?
                     .iter()
                     .find(|r| r["trigger"] == "schedule")

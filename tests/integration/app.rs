@@ -208,6 +208,20 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// GETs `path` (with `token` as the bearer, if any) and returns its JSON; a non-2xx
+    /// answer fails the test with its body.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> serde_json::Value {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert!(status.is_success(), "{path}: {status} {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
     pub async fn post_lead(
         &self,
         key: Option<&str>,

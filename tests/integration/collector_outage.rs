@@ -2,15 +2,14 @@
 //! export; once the collector is back, new submissions flow again. The test runs its
 //! own rotel (the shared one serves the other tests) against the stack's ClickHouse.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::app::TestApp;
-use crate::support::{Stack, eventually, logged, unique_name};
+use crate::support::{Stack, eventually, free_port, logged, unique_name};
 
 struct OwnCollector {
     child: Option<Child>,
@@ -32,14 +31,6 @@ fn rotel_binary() -> PathBuf {
         "rotel not found at {path:?}: run scripts/stack up (scripts/test sets LEADLAB_ROTEL_BIN)"
     );
     path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl OwnCollector {
@@ -139,15 +130,7 @@ async fn rows_on(app: &TestApp, page: &str, expected: u64) {
 }
 
 async fn export_failures(app: &TestApp) -> u64 {
-    let health: Value = app
-        .http
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = app.get_json("/healthz", None).await;
     health["telemetry_export_failures"].as_u64().unwrap()
 }
 

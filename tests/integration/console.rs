@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use crate::app::TestApp;
 use crate::fake_ollama::{FakeOllama, Reply};
-use crate::simulate::{SCENARIOS, backfill, free_port, lab, landed, week_start};
-use crate::support::TestDatabase;
+use crate::simulate::{SCENARIOS, backfill, lab, landed, week_start};
+use crate::support::{TestDatabase, free_port};
 
 const TOKEN: &str = "console-admin-token";
 
@@ -171,15 +171,7 @@ async fn the_console_shows_the_numbers_of_lead_submissions() {
     let accepted: u64 = days.iter().map(|d| d.accepted).sum();
     assert_eq!(total, report.summary.total());
 
-    let stats: Value = app
-        .http
-        .get(app.url("/v1/stats/overview"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = app.get_json("/v1/stats/overview", None).await;
     assert_eq!(stats["all_time"]["attempts"], json!(total), "{stats}");
     assert_eq!(stats["all_time"]["accepted"], json!(accepted), "{stats}");
 
@@ -312,16 +304,9 @@ async fn the_analyze_flow_runs_from_the_page_and_it_fits_a_phone() {
     assert!(page.contains("People submitted leads during the day."));
     assert!(page.contains("complete day"), "confidence reasons");
     assert!(page.contains("v1 · model · "), "the version list");
-    let runs: Value = app
-        .http
-        .get(app.url(&format!("/v1/analyses?day={day}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs = app
+        .get_json(&format!("/v1/analyses?day={day}"), Some(TOKEN))
+        .await;
     assert_eq!(runs.as_array().map(Vec::len), Some(1), "one run: {runs}");
     assert_eq!(runs[0]["trigger"], "manual");
 

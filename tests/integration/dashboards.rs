@@ -25,8 +25,8 @@ use lead_lab::analyze::records::Trigger;
 use serde_json::Value;
 
 use crate::fake_ollama::{FakeOllama, Reply};
-use crate::simulate::{SCENARIOS, backfill, free_port, lab, landed};
-use crate::support::{Stack, eventually, logged};
+use crate::simulate::{SCENARIOS, backfill, lab, landed};
+use crate::support::{Stack, eventually, free_port, logged};
 
 const DATASOURCE_TYPE: &str = "grafana-clickhouse-datasource";
 const EXPECTED_DASHBOARDS: [&str; 5] = [

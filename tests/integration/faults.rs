@@ -6,7 +6,6 @@
 //! serves the other tests and is never stopped); the SIGTERM test runs the real binary
 //! against the shared stack. Both are bounded in time.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -18,15 +17,7 @@ use lead_lab::store::{self, migrate::Migrator, migrate::SchemaTarget};
 use serde_json::{Value, json};
 
 use crate::app::{FakeCrm, TestApp};
-use crate::support::{Stack, eventually, logged, unique_name};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{Stack, eventually, free_port, logged, unique_name};
 
 fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()

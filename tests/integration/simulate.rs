@@ -3,7 +3,6 @@
 //! leaves its signature in the data.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,17 +11,9 @@ use lead_lab::config::{DeliveryKind, Settings};
 use lead_lab::simulate::{self, Mode, RunReport, SimulateOptions};
 
 use crate::app::TestApp;
-use crate::support::{eventually, logged};
+use crate::support::{eventually, free_port, logged};
 
 pub const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A service with the shipped sources, forms and keys, delivering to a fake CRM that
 /// the simulator hosts on `crm_port`.

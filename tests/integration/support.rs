@@ -1,10 +1,20 @@
 //! What every integration test needs: the stack's addresses, a fresh database per test,
 //! and polling for data that arrives asynchronously through the collector.
 
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use lead_lab::config::{ClickHouseSettings, Settings};
 use lead_lab::store::{self, migrate::Migrator, migrate::SchemaTarget};
+
+/// A port nothing listens on right now (the OS picks it), for servers a test starts.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 /// Addresses of the local stack, read from the same variables scripts/stack uses.
 #[derive(Debug, Clone)]
