@@ -455,6 +455,7 @@ struct SpanRow {
     span_id: String,
     parent: String,
     kind: String,
+    attribute_keys: Vec<String>,
 }
 
 impl SpanRow {
@@ -489,7 +490,8 @@ async fn spans_of_a_traced_lead(mut app: TestApp, expected: usize) -> Vec<SpanRo
     eventually("the trace's spans", ARRIVAL, || {
         let query = client
             .query(
-                "SELECT SpanName AS span_name, SpanId AS span_id, ParentSpanId AS parent, SpanKind AS kind \
+                "SELECT SpanName AS span_name, SpanId AS span_id, ParentSpanId AS parent, SpanKind AS kind, \
+                 arrayMap(k -> toString(k), mapKeys(SpanAttributes)) AS attribute_keys \
                  FROM otel_traces WHERE TraceId = ? AND ServiceName = ? ORDER BY Timestamp",
             )
             .bind(&trace_id)
@@ -521,6 +523,17 @@ async fn a_callers_traceparent_joins_our_spans_to_its_trace() {
         2,
         "no CRM is configured, so there is no delivery span: {spans:?}"
     );
+    // An accepted lead without a form: no reason, field, form id or delivery to tell.
+    let keys = &submit.attribute_keys;
+    assert!(keys.iter().any(|k| k == "lead.id"), "{keys:?}");
+    for unset in [
+        "lead.reason",
+        "lead.field",
+        "lead.form_id",
+        "lead.delivery.attempts",
+    ] {
+        assert!(!keys.iter().any(|k| k == unset), "{unset} in {keys:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
