@@ -39,8 +39,10 @@ pub struct Counts {
     pub failed: u64,
     /// accepted / attempts, 0..1 (0 when there were no attempts).
     pub success_rate: f64,
-    /// failed / attempts, 0..1 (0 when there were no attempts).
-    pub failure_rate: f64,
+    /// failed / attempts, 0..1 (0 when there were no attempts): the outcome `failed`,
+    /// the service's or the CRM's fault. Not the analyzer's `failure_rate`, which counts
+    /// everything not accepted.
+    pub failed_rate: f64,
 }
 
 impl Counts {
@@ -58,7 +60,7 @@ impl Counts {
             rejected,
             failed,
             success_rate: rate(accepted),
-            failure_rate: rate(failed),
+            failed_rate: rate(failed),
         }
     }
 }
@@ -493,7 +495,7 @@ impl StatsApi {
 #[OpenApi(prefix_path = "/v1/stats", tag = "ApiTags::Stats")]
 impl StatsApi {
     /// Overview cards: today, yesterday until the same time of day, and all time
-    /// (the table's retention), with success and failure rates. Days are UTC.
+    /// (the table's retention), with success and failed rates. Days are UTC.
     #[oai(path = "/overview", method = "get")]
     async fn overview(&self) -> StatsAnswer<Overview> {
         let read = self.read_overview(Utc::now());
@@ -557,10 +559,10 @@ mod tests {
     fn rates_are_zero_without_attempts() {
         let c = Counts::new(0, 0, 0, 0);
         assert_eq!(c.success_rate, 0.0);
-        assert_eq!(c.failure_rate, 0.0);
+        assert_eq!(c.failed_rate, 0.0);
         let c = Counts::new(4, 2, 1, 1);
         assert_eq!(c.success_rate, 0.5);
-        assert_eq!(c.failure_rate, 0.25);
+        assert_eq!(c.failed_rate, 0.25);
     }
 
     #[test]

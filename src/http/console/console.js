@@ -65,7 +65,7 @@
       card.querySelector('[data-field="attempts"]').textContent = fmt.format(c.attempts);
       card.querySelector('[data-field="accepted"]').textContent = fmt.format(c.accepted);
       card.querySelector('[data-field="success_rate"]').textContent = pct(c.success_rate);
-      card.querySelector('[data-field="failure_rate"]').textContent = pct(c.failure_rate);
+      card.querySelector('[data-field="failed_rate"]').textContent = pct(c.failed_rate);
     }
     document.querySelector('#card-all [data-field="window"]').textContent =
       "(last " + o.all_time_days + " days)";
