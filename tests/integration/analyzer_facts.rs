@@ -303,3 +303,25 @@ async fn an_in_progress_day_counts_only_elapsed_hours() {
         .expect("quiz was silent");
     assert_eq!(quiz.hours, 4, "08:00 to 12:00, the hours elapsed so far");
 }
+
+#[tokio::test]
+async fn the_days_latency_quantiles_are_exact() {
+    let db = TestDatabase::migrated().await;
+    let mut rows = Rows(Vec::new());
+    for (minute, ms) in [(0, 100), (1, 200), (2, 300), (3, 1_000)] {
+        rows.add(at(10, 12, minute, 0), "web", Kind::Accepted);
+        if let Some(row) = rows.0.last_mut() {
+            row.duration_ns = ms * 1_000_000;
+        }
+    }
+    insert(&db, &rows.0).await;
+    let facts = facts::compute(&db.bound_client(), &query(), at(12, 0, 0, 0))
+        .await
+        .expect("facts compute");
+    let overall = facts.latency.overall.expect("the day has attempts");
+    assert_eq!(
+        (overall.p50_ms, overall.p95_ms),
+        (300.0, 1_000.0),
+        "quantileExact over 100, 200, 300, 1000 ms (a t-digest's p50 is 200)"
+    );
+}
