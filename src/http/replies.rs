@@ -85,9 +85,10 @@ macro_rules! submission_response {
             /// duplicate: same submitter, source and page within the dedup window.
             #[oai(status = 409)]
             Conflict(Json<SubmissionReply>),
-            /// payload_too_large.
+            /// payload_too_large. The rest of the body is not read, so the connection
+            /// is closed after this answer and says so: a client must not reuse it.
             #[oai(status = 413)]
-            TooLarge(Json<SubmissionReply>),
+            TooLarge(Json<SubmissionReply>, #[oai(header = "Connection")] String),
             /// unsupported_media_type.
             #[oai(status = 415)]
             UnsupportedMediaType(Json<SubmissionReply>),
@@ -120,7 +121,7 @@ macro_rules! submission_response {
                     }
                     Some(Reason::UnknownForm) => Self::NotFound(reply),
                     Some(Reason::Duplicate) => Self::Conflict(reply),
-                    Some(Reason::PayloadTooLarge) => Self::TooLarge(reply),
+                    Some(Reason::PayloadTooLarge) => Self::TooLarge(reply, "close".to_owned()),
                     Some(Reason::UnsupportedMediaType) => Self::UnsupportedMediaType(reply),
                     Some(Reason::InvalidField) => Self::InvalidField(reply),
                     Some(Reason::RateLimited) => {

@@ -734,3 +734,24 @@ async fn a_shutdown_lets_in_flight_requests_finish_and_flushes_their_spans() {
         "its span was flushed at shutdown"
     );
 }
+
+/// The server stops reading a body over the limit, so it closes the connection after its
+/// 413; saying `Connection: close` keeps a client from sending its next request down a
+/// connection that is going away (hyper reports that as IncompleteMessage).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_too_large_body_closes_the_connection_and_says_so() {
+    let mut app = TestApp::spawn().await;
+    let key = app.keys.quiz.clone();
+    let answer = raw(&app, &key, "application/json", vec![b' '; 1 << 20]).await;
+    assert_eq!(answer.status(), 413);
+    let connection = answer.headers().get("connection").cloned();
+    assert_eq!(
+        connection.as_ref().and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
+    let next = app
+        .post_lead(Some(&key), &lead("quiz", "/quiz/start"))
+        .await;
+    assert_eq!(next.status(), 201);
+    app.stop().await;
+}
