@@ -90,7 +90,7 @@ pub enum Command {
     /// Computes the day's facts from lead_submissions, runs the detectors, asks the model
     /// (ollama.url) to narrate and checks the narration against the facts; without a
     /// model the report comes from templates, marked generator = rules. The run and the
-    /// report are stored like the service's (analysis_runs, ai_summaries).
+    /// report are stored like the service's (analysis_run_states, ai_summaries).
     Analyze {
         /// The calendar day (YYYY-MM-DD) in analyzer.time_zone; default yesterday.
         #[arg(long, env = "LEADLAB_ANALYZE_DAY")]

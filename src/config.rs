@@ -18,8 +18,8 @@ pub mod sources;
 pub use analyzer::{AnalyzerSettings, DetectorSettings, OllamaSettings};
 pub use schema::{SETTINGS, SettingDoc};
 pub use service::{
-    DeliveryKind, DeliverySettings, HttpSettings, IngestSettings, OtelSettings, OtlpProtocol,
-    RateLimitSettings, UnknownFields,
+    DeliveryKind, DeliverySettings, HttpSettings, IngestSettings, KeylessSettings, OtelSettings,
+    OtlpProtocol, RateLimitSettings, UnknownFields,
 };
 pub use sources::{FormSettings, KeyRole, KeySettings, SourceSettings};
 
@@ -49,6 +49,7 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub delivery: DeliverySettings,
     pub rate_limit: RateLimitSettings,
+    pub keyless: KeylessSettings,
     pub analyzer: AnalyzerSettings,
     pub ollama: OllamaSettings,
     pub detectors: DetectorSettings,
@@ -201,6 +202,35 @@ impl Settings {
             return fail(
                 "http",
                 "batch_max_leads and max_body_bytes must be positive".into(),
+            );
+        }
+        let http = &self.http;
+        let limits = [
+            http.max_connections,
+            http.max_in_flight,
+            http.header_read_timeout_ms as usize,
+            http.body_read_timeout_ms as usize,
+        ];
+        if limits.contains(&0) {
+            return fail(
+                "http",
+                "max_connections, max_in_flight and the read timeouts must be positive".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.otel.trace_sample_ratio) {
+            return fail(
+                "otel.trace_sample_ratio",
+                format!("{} is not between 0 and 1", self.otel.trace_sample_ratio),
+            );
+        }
+        let keyless = &self.keyless;
+        if keyless.burst == 0
+            || !(keyless.per_second > 0.0 && keyless.per_second.is_finite())
+            || keyless.max_addresses < 2
+        {
+            return fail(
+                "keyless",
+                "burst >= 1, per_second > 0 and max_addresses >= 2 are needed".into(),
             );
         }
         sources::check(&self.sources, &self.forms, &self.rate_limit).map_err(|reason| {

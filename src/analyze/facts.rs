@@ -78,6 +78,10 @@ pub struct DayFacts {
     pub submitters: Submitters,
     pub delivery: Delivery,
     pub baseline: Baseline,
+    /// Attempts the service counted against the rows recorded (absent in facts stored
+    /// before the reconciliation existed).
+    #[serde(default)]
+    pub recording: super::recording::Recording,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -397,10 +401,19 @@ pub async fn compute(
         fetch_submitters(client, &day),
         fetch_delivery(client, &day),
     )?;
-    let (base_volume, base_hourly, base_pages) = tokio::try_join!(
+    let recording = async {
+        super::recording::fetch(client, query.service.as_deref(), clock.start, clock.end)
+            .await
+            .map_err(|source| FactsError::Query {
+                what: "the recording reconciliation",
+                source,
+            })
+    };
+    let (base_volume, base_hourly, base_pages, recording) = tokio::try_join!(
         fetch_baseline_volume(client, &base),
         fetch_baseline_hourly(client, &base),
         fetch_baseline_pages(client, &base),
+        recording,
     )?;
     let baseline = build_baseline(query, &clock, &base_volume, &base_pages, &latency);
     let totals = totals(&groups);
@@ -429,6 +442,7 @@ pub async fn compute(
         },
         baseline,
         totals,
+        recording,
     })
 }
 

@@ -32,10 +32,12 @@ pub enum FindingKind {
     DuplicateSurge,
     /// p95 submission latency far above the baseline.
     LatencyRegression,
+    /// Attempts the service counted that are missing from the record (lost in transit).
+    RecordLoss,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 12] = [
+    pub const ALL: [FindingKind; 13] = [
         FindingKind::VolumeDrop,
         FindingKind::VolumeSpike,
         FindingKind::FailureRateRise,
@@ -48,6 +50,7 @@ impl FindingKind {
         FindingKind::NewPage,
         FindingKind::DuplicateSurge,
         FindingKind::LatencyRegression,
+        FindingKind::RecordLoss,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +67,7 @@ impl FindingKind {
             FindingKind::NewPage => "new_page",
             FindingKind::DuplicateSurge => "duplicate_surge",
             FindingKind::LatencyRegression => "latency_regression",
+            FindingKind::RecordLoss => "record_loss",
         }
     }
 }

@@ -19,6 +19,7 @@ use super::facts::{self, FactsQuery};
 use super::narrate::{Narration, NarrationInput, narrate};
 use super::ollama::OllamaClient;
 use super::records::{Records, RunRow, RunStatus, SummaryRow, Trigger};
+use super::recording;
 use super::{Finding, detect};
 use crate::config::Settings;
 
@@ -295,7 +296,8 @@ impl Analyzer {
             facts: &facts,
             findings: &findings,
         };
-        let narration = narrate(&self.ollama, input, &self.tracer, cx).await;
+        let mut narration = narrate(&self.ollama, input, &self.tracer, cx).await;
+        recording::qualify(&mut narration.report, &day_facts.recording);
         Ok(Outcome {
             facts_ms,
             narration,

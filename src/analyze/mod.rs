@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod narrate;
 pub mod ollama;
 pub mod prompt;
+pub mod recording;
 pub mod records;
 pub mod render;
 pub mod report;

@@ -1,5 +1,5 @@
 //! The analyzer's own tables. Both are append-only: a run's status change is a new
-//! `analysis_runs` row (the latest `updated_at` wins) and a regenerated report is a new
+//! `analysis_run_states` row (the latest `updated_at` wins) and a regenerated report is a new
 //! `ai_summaries` version, so nothing a user saw is ever overwritten.
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -159,7 +159,7 @@ impl Records {
     }
 
     pub async fn save_run(&self, row: &RunRow) -> clickhouse::error::Result<()> {
-        let mut insert = self.client.insert::<RunRow>("analysis_runs").await?;
+        let mut insert = self.client.insert::<RunRow>("analysis_run_states").await?;
         insert.write(row).await?;
         insert.end().await
     }
@@ -173,7 +173,7 @@ impl Records {
     /// The current state of a run.
     pub async fn run(&self, run_id: Uuid) -> clickhouse::error::Result<Option<RunRow>> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM analysis_runs WHERE run_id = toUUID(?) ORDER BY updated_at DESC LIMIT 1"
+            "SELECT {RUN_COLUMNS} FROM analysis_run_states WHERE run_id = toUUID(?) ORDER BY updated_at DESC LIMIT 1"
         );
         // Bound as text: the crate's binder writes a Uuid as bytes, which never matches.
         self.client
@@ -186,7 +186,7 @@ impl Records {
     /// The current state of every run of a day, newest first.
     pub async fn runs_of(&self, day: NaiveDate) -> clickhouse::error::Result<Vec<RunRow>> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM analysis_runs WHERE day = ? \
+            "SELECT {RUN_COLUMNS} FROM analysis_run_states WHERE day = ? \
              ORDER BY run_id, updated_at DESC LIMIT 1 BY run_id"
         );
         let mut runs: Vec<RunRow> = self.client.query(&sql).bind(day).fetch_all().await?;
@@ -202,7 +202,7 @@ impl Records {
         stale: std::time::Duration,
     ) -> clickhouse::error::Result<Vec<RunRow>> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM (SELECT {RUN_COLUMNS} FROM analysis_runs \
+            "SELECT {RUN_COLUMNS} FROM (SELECT {RUN_COLUMNS} FROM analysis_run_states \
                ORDER BY run_id, updated_at DESC LIMIT 1 BY run_id) \
              WHERE status IN ('queued', 'running') AND updated_at < now64(3) - toIntervalSecond(?)"
         );

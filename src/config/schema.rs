@@ -91,6 +91,26 @@ pub const SETTINGS: &[SettingDoc] = &[
         meaning: "on SIGTERM/SIGINT, how long in-flight requests may still take",
     },
     SettingDoc {
+        key: "http.max_connections",
+        default: "4096",
+        meaning: "open connections at most; beyond it new ones wait in the listen backlog",
+    },
+    SettingDoc {
+        key: "http.max_in_flight",
+        default: "1024",
+        meaning: "requests handled at once at most; beyond it 503 overloaded (health probes exempt)",
+    },
+    SettingDoc {
+        key: "http.header_read_timeout_ms",
+        default: "10000",
+        meaning: "a request's headers must arrive within this; also the idle keep-alive limit",
+    },
+    SettingDoc {
+        key: "http.body_read_timeout_ms",
+        default: "10000",
+        meaning: "a request's whole body must arrive within this (408 request_timeout)",
+    },
+    SettingDoc {
         key: "otel.enabled",
         default: "true",
         meaning: "export traces and metrics over OTLP (off: the service serves but /readyz says not ready)",
@@ -141,6 +161,16 @@ pub const SETTINGS: &[SettingDoc] = &[
         meaning: "timeout of one export request",
     },
     SettingDoc {
+        key: "otel.trace_sample_ratio",
+        default: "1.0",
+        meaning: "share of request traces sampled at the root (0–1); lead.submit spans are always recorded",
+    },
+    SettingDoc {
+        key: "otel.instance_id",
+        default: "(a new UUID per start)",
+        meaning: "service.instance.id resource attribute",
+    },
+    SettingDoc {
         key: "ingest.submitter_secret",
         default: "change-me-local-only",
         meaning: "HMAC key of submitter hashes (never printed)",
@@ -189,6 +219,21 @@ pub const SETTINGS: &[SettingDoc] = &[
         key: "rate_limit.per_second",
         default: "5.0",
         meaning: "tokens a client key gets back per second",
+    },
+    SettingDoc {
+        key: "keyless.burst",
+        default: "10",
+        meaning: "requests without a valid key an address may make at once (checked before the body is read)",
+    },
+    SettingDoc {
+        key: "keyless.per_second",
+        default: "1.0",
+        meaning: "tokens an address without a valid key gets back per second",
+    },
+    SettingDoc {
+        key: "keyless.max_addresses",
+        default: "65536",
+        meaning: "addresses the keyless limit tracks at most (memory bound)",
     },
     SettingDoc {
         key: "admin_token",

@@ -13,6 +13,16 @@ pub struct HttpSettings {
     pub batch_max_leads: usize,
     /// On SIGTERM, how long in-flight requests may take before the server stops anyway.
     pub shutdown_grace_secs: u64,
+    /// Open connections at most; beyond it new connections wait in the listen backlog.
+    pub max_connections: usize,
+    /// Requests being handled at most; beyond it requests get 503 `overloaded`
+    /// (health probes are exempt).
+    pub max_in_flight: usize,
+    /// A request's headers must arrive within this; it is also how long an idle
+    /// keep-alive connection stays open.
+    pub header_read_timeout_ms: u64,
+    /// A request's whole body must arrive within this (408 `request_timeout` after).
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for HttpSettings {
@@ -22,6 +32,10 @@ impl Default for HttpSettings {
             max_body_bytes: 64 * 1024,
             batch_max_leads: 100,
             shutdown_grace_secs: 10,
+            max_connections: 4_096,
+            max_in_flight: 1_024,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
         }
     }
 }
@@ -56,6 +70,11 @@ pub struct OtelSettings {
     pub metrics_interval_ms: u64,
     /// Timeout of one export request.
     pub export_timeout_ms: u64,
+    /// Share of request traces (server, delivery and analyzer spans) sampled at the
+    /// root; children follow their parent. `lead.submit` spans are always recorded.
+    pub trace_sample_ratio: f64,
+    /// `service.instance.id` resource attribute; empty: a fresh UUID at every start.
+    pub instance_id: String,
 }
 
 impl Default for OtelSettings {
@@ -71,6 +90,8 @@ impl Default for OtelSettings {
             scheduled_delay_ms: 500,
             metrics_interval_ms: 5_000,
             export_timeout_ms: 5_000,
+            trace_sample_ratio: 1.0,
+            instance_id: String::new(),
         }
     }
 }
@@ -152,6 +173,36 @@ impl Default for RateLimitSettings {
         Self {
             burst: 20,
             per_second: 5.0,
+        }
+    }
+}
+
+/// Limits of requests that carry no valid API key, per client address (IPv6 by /64),
+/// checked before their body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeylessSettings {
+    pub burst: u32,
+    pub per_second: f64,
+    /// Addresses tracked at most (memory bound; about 100 bytes each).
+    pub max_addresses: usize,
+}
+
+impl Default for KeylessSettings {
+    fn default() -> Self {
+        Self {
+            burst: 10,
+            per_second: 1.0,
+            max_addresses: 65_536,
+        }
+    }
+}
+
+impl KeylessSettings {
+    pub fn limit(&self) -> RateLimitSettings {
+        RateLimitSettings {
+            burst: self.burst,
+            per_second: self.per_second,
         }
     }
 }

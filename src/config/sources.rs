@@ -32,6 +32,10 @@ pub struct KeySettings {
     /// Overrides the default `[rate_limit]` for this key.
     #[serde(default)]
     pub rate_limit: Option<RateLimitSettings>,
+    /// Sources besides its own that a `simulator` key may state event times for. A
+    /// simulator key vouches for nothing else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vouches_for: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +99,20 @@ pub fn check(
             if let Some(limit) = &key.rate_limit {
                 check_limit(&key.id, limit)?;
             }
+            if !key.vouches_for.is_empty() && !key.roles.contains(&KeyRole::Simulator) {
+                return Err(format!(
+                    "key `{}`: vouches_for needs the simulator role",
+                    key.id
+                ));
+            }
+        }
+    }
+    for key in sources.iter().flat_map(|s| &s.keys) {
+        if let Some(unknown) = key.vouches_for.iter().find(|v| !names.contains(v.as_str())) {
+            return Err(format!(
+                "key `{}` vouches for unknown source `{unknown}`",
+                key.id
+            ));
         }
     }
     let mut form_ids = std::collections::HashSet::new();

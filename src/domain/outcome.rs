@@ -90,6 +90,11 @@ pub enum Reason {
     UnknownForm,
     /// The client (API key or address) exceeded its rate limit.
     RateLimited,
+    /// The request body did not arrive within `http.body_read_timeout_ms`.
+    RequestTimeout,
+    /// The client closed the connection before the attempt ended (never answered; 499
+    /// is only the recorded status, as nginx records it).
+    ClientClosed,
     /// The same submitter already sent a lead from this source and page within the
     /// deduplication window.
     Duplicate,
@@ -99,11 +104,13 @@ pub enum Reason {
     DownstreamError,
     /// A bug or an unavailable dependency inside the service.
     InternalError,
+    /// The service was at its in-flight request limit (`http.max_in_flight`).
+    Overloaded,
 }
 
 impl Reason {
     /// Every reason, for exhaustive metric pre-registration and tests.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 16] = [
         Reason::InvalidPayload,
         Reason::InvalidField,
         Reason::UnsupportedMediaType,
@@ -113,10 +120,13 @@ impl Reason {
         Reason::SourceDisabled,
         Reason::UnknownForm,
         Reason::RateLimited,
+        Reason::RequestTimeout,
+        Reason::ClientClosed,
         Reason::Duplicate,
         Reason::DownstreamTimeout,
         Reason::DownstreamError,
         Reason::InternalError,
+        Reason::Overloaded,
     ];
 
     /// The wire and telemetry name (`lead.reason`).
@@ -131,19 +141,23 @@ impl Reason {
             Reason::SourceDisabled => "source_disabled",
             Reason::UnknownForm => "unknown_form",
             Reason::RateLimited => "rate_limited",
+            Reason::RequestTimeout => "request_timeout",
+            Reason::ClientClosed => "client_closed",
             Reason::Duplicate => "duplicate",
             Reason::DownstreamTimeout => "downstream_timeout",
             Reason::DownstreamError => "downstream_error",
             Reason::InternalError => "internal_error",
+            Reason::Overloaded => "overloaded",
         }
     }
 
     /// Failures are ours (worth retrying, worth paging on); rejections are the client's.
     pub fn outcome(self) -> Outcome {
         match self {
-            Reason::DownstreamTimeout | Reason::DownstreamError | Reason::InternalError => {
-                Outcome::Failed
-            }
+            Reason::DownstreamTimeout
+            | Reason::DownstreamError
+            | Reason::InternalError
+            | Reason::Overloaded => Outcome::Failed,
             _ => Outcome::Rejected,
         }
     }
@@ -159,10 +173,13 @@ impl Reason {
             Reason::SourceKeyMismatch | Reason::SourceDisabled => 403,
             Reason::UnknownForm => 404,
             Reason::RateLimited => 429,
+            Reason::RequestTimeout => 408,
+            Reason::ClientClosed => 499,
             Reason::Duplicate => 409,
             Reason::DownstreamTimeout => 504,
             Reason::DownstreamError => 502,
             Reason::InternalError => 500,
+            Reason::Overloaded => 503,
         }
     }
 }
@@ -264,10 +281,13 @@ mod tests {
             (Reason::SourceDisabled, 403, Outcome::Rejected),
             (Reason::UnknownForm, 404, Outcome::Rejected),
             (Reason::RateLimited, 429, Outcome::Rejected),
+            (Reason::RequestTimeout, 408, Outcome::Rejected),
+            (Reason::ClientClosed, 499, Outcome::Rejected),
             (Reason::Duplicate, 409, Outcome::Rejected),
             (Reason::DownstreamTimeout, 504, Outcome::Failed),
             (Reason::DownstreamError, 502, Outcome::Failed),
             (Reason::InternalError, 500, Outcome::Failed),
+            (Reason::Overloaded, 503, Outcome::Failed),
         ];
         assert_eq!(expected.len(), Reason::ALL.len());
         for (reason, status, outcome) in expected {
@@ -312,10 +332,13 @@ mod tests {
             "source_disabled",
             "unknown_form",
             "rate_limited",
+            "request_timeout",
+            "client_closed",
             "duplicate",
             "downstream_timeout",
             "downstream_error",
             "internal_error",
+            "overloaded",
         ];
         for (reason, name) in Reason::ALL.into_iter().zip(names) {
             assert_wire_name(reason, reason.as_str(), name);

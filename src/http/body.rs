@@ -4,6 +4,7 @@
 //! reason codes and records the attempt.
 
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use poem::http::header::CONTENT_LENGTH;
 use poem::{Request, RequestBody};
@@ -13,9 +14,22 @@ use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 
 use crate::ingest::{BodyError, RawBody};
 
-/// The body size limit, attached to the routes as request data.
+/// Body size and read-time limits, attached to the routes as request data.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    /// The whole body must arrive within this; a client trickling it in is cut off.
+    pub read_timeout: Duration,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024,
+            read_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// A documented request schema and the media type it is sent as.
 pub trait Documented: Type {
@@ -54,32 +68,36 @@ impl<'a, T: Documented> ApiExtractor<'a> for Unparsed<T> {
         body: &mut RequestBody,
         _: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        let limit = request.data::<BodyLimit>().map_or(64 * 1024, |l| l.0);
+        let limits = request.data::<BodyLimits>().copied().unwrap_or_default();
         Ok(Self {
-            body: read(request, body, limit).await,
+            body: unread(request, body, limits),
             shape: PhantomData,
         })
     }
 }
 
-async fn read(request: &Request, body: &mut RequestBody, limit: usize) -> RawBody {
+/// The body, to be read when the pipeline asks: a declared length over the limit is
+/// refused without reading; otherwise reading stops at the limit or the timeout.
+fn unread(request: &Request, body: &mut RequestBody, limits: BodyLimits) -> RawBody {
     let content_type = request.content_type().map(str::to_owned);
+    let limit = limits.max_bytes;
     let declared = request
         .header(CONTENT_LENGTH)
         .and_then(|len| len.parse::<usize>().ok());
-    let bytes = if declared.is_some_and(|len| len > limit) {
-        Err(BodyError::TooLarge { limit })
-    } else {
-        match body.take() {
-            Ok(body) => body.into_bytes_limit(limit).await.map_err(|e| match e {
-                poem::error::ReadBodyError::PayloadTooLarge => BodyError::TooLarge { limit },
-                _ => BodyError::Unreadable,
-            }),
-            Err(_) => Ok(bytes::Bytes::new()),
-        }
-    };
-    RawBody {
-        content_type,
-        bytes,
+    if declared.is_some_and(|len| len > limit) {
+        return RawBody::known(content_type, Err(BodyError::TooLarge { limit }));
     }
+    let Ok(body) = body.take() else {
+        return RawBody::known(content_type, Ok(bytes::Bytes::new()));
+    };
+    RawBody::unread(content_type, async move {
+        match tokio::time::timeout(limits.read_timeout, body.into_bytes_limit(limit)).await {
+            Err(_) => Err(BodyError::TimedOut),
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(poem::error::ReadBodyError::PayloadTooLarge)) => {
+                Err(BodyError::TooLarge { limit })
+            }
+            Ok(Err(_)) => Err(BodyError::Unreadable),
+        }
+    })
 }

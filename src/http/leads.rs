@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use poem::http::HeaderMap;
-use poem::web::Data;
+use poem::web::{Data, RemoteAddr};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
@@ -91,10 +91,11 @@ impl LeadsApi {
         &self,
         ingest: Data<&Arc<Ingest>>,
         headers: &HeaderMap,
+        peer: &RemoteAddr,
         body: Unparsed<LeadRequest>,
     ) -> SubmitResponse {
         let verdict = ingest
-            .submit_lead(&Credentials::from_headers(headers), body.body)
+            .submit_lead(&Credentials::from_headers(headers), peer_ip(peer), body.body)
             .await;
         SubmitResponse::from_verdict(&verdict)
     }
@@ -105,11 +106,13 @@ impl LeadsApi {
         &self,
         ingest: Data<&Arc<Ingest>>,
         headers: &HeaderMap,
+        peer: &RemoteAddr,
         form_id: Path<String>,
         body: Unparsed<FormRequest>,
     ) -> SubmitResponse {
+        let creds = Credentials::from_headers(headers);
         let verdict = ingest
-            .submit_form(&form_id, &Credentials::from_headers(headers), body.body)
+            .submit_form(&form_id, &creds, peer_ip(peer), body.body)
             .await;
         SubmitResponse::from_verdict(&verdict)
     }
@@ -120,14 +123,20 @@ impl LeadsApi {
         &self,
         ingest: Data<&Arc<Ingest>>,
         headers: &HeaderMap,
+        peer: &RemoteAddr,
         body: Unparsed<BatchRequest>,
     ) -> BatchResponse {
         match ingest
-            .submit_batch(&Credentials::from_headers(headers), body.body)
+            .submit_batch(&Credentials::from_headers(headers), peer_ip(peer), body.body)
             .await
         {
             Ok(verdicts) => BatchResponse::Ok(Json(BatchReply::new(&verdicts))),
             Err(verdict) => BatchResponse::failure(&verdict),
         }
     }
+}
+
+/// The client's address as the socket says (a proxy in front is not trusted for this).
+fn peer_ip(peer: &RemoteAddr) -> Option<std::net::IpAddr> {
+    peer.as_socket_addr().map(|addr| addr.ip())
 }

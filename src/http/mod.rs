@@ -1,11 +1,13 @@
 //! `lead-lab serve`: the poem application, its routes and its lifecycle.
 
+mod admission;
 pub mod analyses;
 mod body;
 mod console;
 mod health;
 mod leads;
 mod replies;
+mod server;
 mod stats;
 
 use std::future::Future;
@@ -13,11 +15,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::{EndpointExt, Route, Server};
+use poem::{EndpointExt, Route};
 use poem_openapi::OpenApiService;
+use tokio::net::TcpListener;
 
-pub use body::BodyLimit;
+pub use body::BodyLimits;
 pub use replies::{BatchReply, SubmissionReply};
 
 use crate::analyze::jobs::Analyzer;
@@ -44,7 +46,7 @@ pub enum ServeError {
 
 /// A built service, bound to its port, not yet serving.
 pub struct Application {
-    acceptor: TcpAcceptor,
+    listener: TcpListener,
     address: SocketAddr,
     ingest: Arc<Ingest>,
     analyzer: Arc<Analyzer>,
@@ -62,23 +64,14 @@ impl Application {
         warm_dedup(&ingest, &settings).await;
         let analyzer = Analyzer::new(&settings, telemetry.tracer())?;
         let listen = settings.http.listen.clone();
-        let acceptor = TcpListener::bind(listen.clone())
-            .into_acceptor()
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: listen.clone(),
-                source,
-            })?;
-        let address = acceptor
-            .local_addr()
-            .first()
-            .and_then(|addr| addr.as_socket_addr().copied())
-            .ok_or_else(|| ServeError::Bind {
-                addr: listen,
-                source: std::io::Error::other("no local address"),
-            })?;
+        let bind_error = |source| ServeError::Bind {
+            addr: listen.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&listen).await.map_err(bind_error)?;
+        let address = listener.local_addr().map_err(bind_error)?;
         Ok(Self {
-            acceptor,
+            listener,
             address,
             ingest,
             analyzer,
@@ -97,12 +90,15 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
-        let grace = Duration::from_secs(self.settings.http.shutdown_grace_secs);
+        let http = &self.settings.http;
+        let limits = server::ServerLimits {
+            max_connections: http.max_connections,
+            header_read_timeout: Duration::from_millis(http.header_read_timeout_ms),
+            grace: Duration::from_secs(http.shutdown_grace_secs),
+        };
         let schedule = self.start_analyzer().await;
         let app = routes(&self.settings, self.ingest, self.analyzer, &self.telemetry);
-        let served = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(grace))
-            .await;
+        let served = server::serve(self.listener, app, limits, shutdown).await;
         if let Some(schedule) = schedule {
             schedule.abort();
         }
@@ -134,13 +130,24 @@ fn routes(
     let api = api_service(settings, telemetry.exporting(), telemetry.export_failures());
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
+    let limits = BodyLimits {
+        max_bytes: settings.http.max_body_bytes,
+        read_timeout: Duration::from_millis(settings.http.body_read_timeout_ms),
+    };
+    let admission = admission::Admission::new(
+        settings.http.max_in_flight,
+        &settings.admin_token,
+        limits,
+        ingest.clone(),
+    );
     Route::new()
         .nest("/", console::around(api))
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .data(ingest)
         .data(analyzer)
-        .data(BodyLimit(settings.http.max_body_bytes))
+        .data(limits)
+        .with(admission)
         .with(ServerSpans::new(telemetry.tracer(), &telemetry.meter()))
 }
 
@@ -160,13 +167,10 @@ fn api_service(
         exporting,
         failures,
     };
-    let analyses = analyses::AnalysesApi {
-        admin_token: settings.admin_token.clone(),
-    };
     OpenApiService::new(
         (
             leads::LeadsApi,
-            analyses,
+            analyses::AnalysesApi,
             health,
             stats::StatsApi::new(settings),
         ),

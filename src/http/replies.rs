@@ -95,15 +95,37 @@ macro_rules! submission_response {
             /// invalid_field: see `field`.
             #[oai(status = 422)]
             InvalidField(Json<SubmissionReply>),
-            /// rate_limited: retry after the given seconds.
+            /// request_timeout: the body did not arrive within `http.body_read_timeout_ms`;
+            /// the connection is closed after this answer.
+            #[oai(status = 408)]
+            RequestTimeout(Json<SubmissionReply>, #[oai(header = "Connection")] String),
+            /// rate_limited: retry after the given seconds. A request without a valid key
+            /// that is limited by its address is answered before its body is read, and
+            /// then says `Connection: close`.
             #[oai(status = 429)]
-            RateLimited(Json<SubmissionReply>, #[oai(header = "Retry-After")] u64),
+            RateLimited(
+                Json<SubmissionReply>,
+                #[oai(header = "Retry-After")] u64,
+                #[oai(header = "Connection")] Option<String>,
+            ),
+            /// client_closed: the client went away before the attempt ended. Recorded
+            /// with this status (as nginx does); no client ever receives it.
+            #[oai(status = 499)]
+            ClientClosed(Json<SubmissionReply>),
             /// internal_error.
             #[oai(status = 500)]
             Internal(Json<SubmissionReply>),
             /// downstream_error: the CRM refused or failed.
             #[oai(status = 502)]
             DownstreamError(Json<SubmissionReply>),
+            /// overloaded: the service is at its in-flight request limit; retry after
+            /// the given seconds.
+            #[oai(status = 503)]
+            Overloaded(
+                Json<SubmissionReply>,
+                #[oai(header = "Retry-After")] u64,
+                #[oai(header = "Connection")] String,
+            ),
             /// downstream_timeout: the CRM did not answer in time.
             #[oai(status = 504)]
             DownstreamTimeout(Json<SubmissionReply>),
@@ -124,9 +146,18 @@ macro_rules! submission_response {
                     Some(Reason::PayloadTooLarge) => Self::TooLarge(reply, "close".to_owned()),
                     Some(Reason::UnsupportedMediaType) => Self::UnsupportedMediaType(reply),
                     Some(Reason::InvalidField) => Self::InvalidField(reply),
-                    Some(Reason::RateLimited) => {
-                        Self::RateLimited(reply, verdict.retry_after.unwrap_or(1))
-                    }
+                    Some(Reason::RateLimited) => Self::RateLimited(
+                        reply,
+                        verdict.retry_after.unwrap_or(1),
+                        verdict.body_unread.then(|| "close".to_owned()),
+                    ),
+                    Some(Reason::RequestTimeout) => Self::RequestTimeout(reply, "close".to_owned()),
+                    Some(Reason::ClientClosed) => Self::ClientClosed(reply),
+                    Some(Reason::Overloaded) => Self::Overloaded(
+                        reply,
+                        verdict.retry_after.unwrap_or(1),
+                        "close".to_owned(),
+                    ),
                     Some(Reason::DownstreamError) => Self::DownstreamError(reply),
                     Some(Reason::DownstreamTimeout) => Self::DownstreamTimeout(reply),
                     Some(Reason::InternalError) | None => Self::Internal(reply),

@@ -22,18 +22,44 @@ pub struct Client {
     /// `lead.client_id`: names the key, never reveals it.
     pub id: String,
     pub source: String,
-    pub simulator: bool,
     pub limit: RateLimitSettings,
+    /// Sources this key may state event times for: empty unless it has the simulator
+    /// role, then its own source and its `vouches_for`.
+    pub vouches_for: Vec<String>,
 }
+
+/// `X-Submitted-At` was sent but is not an RFC 3339 date-time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedStatedTime;
 
 /// A request's credentials, resolved against the registry.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller<'r> {
     client: Option<&'r Client>,
-    /// A simulator vouches for stated event times.
-    pub trusted: bool,
-    /// The event time the request states, when trusted.
-    pub stated: Option<chrono::DateTime<chrono::Utc>>,
+    /// The simulator key that vouches for stated times: the request's own key when it
+    /// has the simulator role, else `X-Simulator-Key`.
+    voucher: Option<&'r Client>,
+    /// `X-Submitted-At`, parsed; whether anyone vouches for it is decided per source.
+    pub stated: Result<Option<chrono::DateTime<chrono::Utc>>, MalformedStatedTime>,
+}
+
+impl Caller<'_> {
+    /// Whether any key of the request is one the registry knows. Requests without one
+    /// are limited by address before their body is read.
+    pub fn has_valid_key(&self) -> bool {
+        self.client.is_some() || self.voucher.is_some()
+    }
+
+    /// The source the request's keys speak for, before the body names one.
+    pub fn key_source(&self) -> Option<&str> {
+        self.client.or(self.voucher).map(|c| c.source.as_str())
+    }
+
+    /// Whether a simulator key of this request may state event times for `source`.
+    pub fn vouches_for(&self, source: &str) -> bool {
+        self.voucher
+            .is_some_and(|v| v.vouches_for.iter().any(|s| s == source))
+    }
 }
 
 #[derive(Debug)]
@@ -78,9 +104,15 @@ impl<'a> Credentials<'a> {
         }
     }
 
-    pub fn stated_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        let stated = chrono::DateTime::parse_from_rfc3339(self.submitted_at?).ok()?;
-        Some(stated.to_utc())
+    pub fn stated_time(
+        &self,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, MalformedStatedTime> {
+        let Some(text) = self.submitted_at else {
+            return Ok(None);
+        };
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|at| Some(at.to_utc()))
+            .map_err(|_| MalformedStatedTime)
     }
 }
 
@@ -89,11 +121,20 @@ impl SourceRegistry {
         let mut clients_by_key_hash = HashMap::new();
         for source in sources {
             for key in &source.keys {
+                let simulator = key.roles.contains(&KeyRole::Simulator);
+                let vouches_for = if simulator {
+                    std::iter::once(&source.name)
+                        .chain(&key.vouches_for)
+                        .cloned()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let client = Client {
                     id: key.id.clone(),
                     source: source.name.clone(),
-                    simulator: key.roles.contains(&KeyRole::Simulator),
                     limit: key.rate_limit.unwrap_or(default_limit),
+                    vouches_for,
                 };
                 clients_by_key_hash.insert(key.sha256.to_ascii_lowercase(), client);
             }
@@ -116,18 +157,20 @@ impl SourceRegistry {
     }
 
     /// Looks the request's keys up once (hashing is per request, not per lead of a
-    /// batch): whose key it carries, and whether a simulator vouches for its stated time
-    /// (its own key, or a source key with the simulator role).
+    /// batch): whose key it carries, and which simulator key, if any, vouches for stated
+    /// times (its own key with the simulator role, or `X-Simulator-Key`).
     pub fn identify(&self, creds: &Credentials<'_>) -> Caller<'_> {
         let client_of =
             |key: Option<&str>| key.and_then(|k| self.clients_by_key_hash.get(&hash_key(k)));
+        let is_simulator = |c: &&Client| !c.vouches_for.is_empty();
         let client = client_of(creds.key);
-        let trusted = client.is_some_and(|c| c.simulator)
-            || client_of(creds.simulator_key).is_some_and(|c| c.simulator);
+        let voucher = client
+            .filter(is_simulator)
+            .or_else(|| client_of(creds.simulator_key).filter(is_simulator));
         Caller {
             client,
-            trusted,
-            stated: creds.stated_time().filter(|_| trusted),
+            voucher,
+            stated: creds.stated_time(),
         }
     }
 
@@ -169,6 +212,7 @@ mod tests {
                 sha256: hash_key(key),
                 roles: vec![],
                 rate_limit: None,
+                vouches_for: vec![],
             }],
         };
         SourceRegistry::new(
@@ -253,42 +297,82 @@ mod tests {
         assert_eq!(Credentials::from_headers(&h).key, None);
     }
 
-    #[test]
-    fn only_a_simulator_key_makes_a_request_trusted() {
-        let mut settings = vec![SourceSettings {
-            name: "quiz".into(),
-            enabled: true,
-            require_consent: false,
-            keys: vec![KeySettings {
-                id: "quiz-sim".into(),
-                sha256: hash_key("sim-secret"),
-                roles: vec![KeyRole::Simulator],
-                rate_limit: None,
-            }],
-        }];
-        settings[0].keys.push(KeySettings {
-            id: "quiz-live".into(),
-            sha256: hash_key("live-secret"),
-            roles: vec![],
+    fn simulator_registry() -> SourceRegistry {
+        let key = |id: &str, secret: &str, roles: Vec<KeyRole>, vouches: &[&str]| KeySettings {
+            id: id.into(),
+            sha256: hash_key(secret),
+            roles,
             rate_limit: None,
-        });
-        let registry = SourceRegistry::new(&settings, RateLimitSettings::default());
+            vouches_for: vouches.iter().map(|s| s.to_string()).collect(),
+        };
+        let settings = vec![
+            SourceSettings {
+                name: "quiz".into(),
+                enabled: true,
+                require_consent: false,
+                keys: vec![
+                    key("quiz-sim", "sim-secret", vec![KeyRole::Simulator], &[]),
+                    key("quiz-live", "live-secret", vec![], &[]),
+                ],
+            },
+            SourceSettings {
+                name: "partner_api".into(),
+                enabled: true,
+                require_consent: false,
+                keys: vec![key(
+                    "partner-sim",
+                    "partner-sim-secret",
+                    vec![KeyRole::Simulator],
+                    &["quiz"],
+                )],
+            },
+        ];
+        SourceRegistry::new(&settings, RateLimitSettings::default())
+    }
+
+    #[test]
+    fn a_simulator_key_vouches_only_for_its_configured_sources() {
+        let registry = simulator_registry();
         let h = headers(&[
             ("authorization", "Bearer rotated-key"),
             ("x-simulator-key", "sim-secret"),
             ("x-submitted-at", "2026-11-20T10:00:00Z"),
         ]);
         let creds = Credentials::from_headers(&h);
-        assert!(registry.identify(&creds).trusted);
+        let caller = registry.identify(&creds);
+        assert!(caller.has_valid_key());
+        assert!(caller.vouches_for("quiz"));
+        assert!(!caller.vouches_for("partner_api"), "not its source");
         assert_eq!(
-            creds.stated_time().unwrap().to_rfc3339(),
+            caller.stated.unwrap().unwrap().to_rfc3339(),
             "2026-11-20T10:00:00+00:00"
         );
+        let h = headers(&[("x-simulator-key", "partner-sim-secret")]);
+        let caller = registry.identify(&Credentials::from_headers(&h));
+        assert!(caller.vouches_for("partner_api") && caller.vouches_for("quiz"));
+    }
+
+    #[test]
+    fn a_live_key_vouches_for_nothing() {
+        let registry = simulator_registry();
         let h = headers(&[
             ("authorization", "Bearer live-secret"),
             ("x-simulator-key", "guess"),
         ]);
         let caller = registry.identify(&Credentials::from_headers(&h));
-        assert!(!caller.trusted && caller.stated.is_none());
+        assert!(caller.has_valid_key());
+        assert!(!caller.vouches_for("quiz"));
+        assert_eq!(caller.key_source(), Some("quiz"));
+    }
+
+    #[test]
+    fn a_malformed_stated_time_is_reported_not_ignored() {
+        let h = headers(&[("x-submitted-at", "yesterday")]);
+        assert_eq!(
+            Credentials::from_headers(&h).stated_time(),
+            Err(MalformedStatedTime)
+        );
+        let h = headers(&[]);
+        assert_eq!(Credentials::from_headers(&h).stated_time(), Ok(None));
     }
 }

@@ -98,10 +98,12 @@ impl Delivery {
         }))
     }
 
-    /// Delivers `lead`, propagating `cx` (the delivery span) as `traceparent`.
+    /// Delivers `lead`, propagating `cx` (the delivery span) as `traceparent`; every
+    /// attempt carries `idempotency_key`, so the CRM can drop repeats of one lead.
     pub async fn deliver(
         &self,
         lead: &LeadDelivery<'_>,
+        idempotency_key: &str,
         cx: &Context,
     ) -> (DeliveryOutcome, Duration) {
         let started = Instant::now();
@@ -109,7 +111,7 @@ impl Delivery {
         let mut attempts = 0;
         let outcome = loop {
             attempts += 1;
-            let error = match self.attempt(lead, cx).await {
+            let error = match self.attempt(lead, idempotency_key, cx).await {
                 Ok(()) => break DeliveryOutcome::Delivered { attempts },
                 Err(error) => error,
             };
@@ -127,7 +129,12 @@ impl Delivery {
         (outcome, started.elapsed())
     }
 
-    async fn attempt(&self, lead: &LeadDelivery<'_>, cx: &Context) -> Result<(), AttemptError> {
+    async fn attempt(
+        &self,
+        lead: &LeadDelivery<'_>,
+        idempotency_key: &str,
+        cx: &Context,
+    ) -> Result<(), AttemptError> {
         let mut headers = reqwest::header::HeaderMap::new();
         crate::telemetry::inject_trace_context(cx, &mut headers);
         let response = self
@@ -135,7 +142,7 @@ impl Delivery {
             .post(&self.settings.url)
             .headers(headers)
             // Lets the CRM drop a retry of a lead it already stored.
-            .header("Idempotency-Key", &lead.lead_id)
+            .header("Idempotency-Key", idempotency_key)
             .json(lead)
             .send()
             .await;

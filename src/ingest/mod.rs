@@ -6,6 +6,7 @@ pub mod dedup;
 pub mod delivery;
 pub mod pipeline;
 pub mod rate_limit;
+mod record;
 pub mod setup;
 
 pub use auth::{Credentials, hash_key};

@@ -1,24 +1,25 @@
-//! One submission attempt, start to end: parse → validate → authenticate → rate limit →
-//! dedup → deliver. Whatever step ends the attempt, it ends the same way: one
-//! `lead.submit` span with bounded attributes, one metric point, one verdict.
+//! One submission attempt, start to end: admit → read → parse → validate → authenticate
+//! → rate limit → dedup → deliver. Whatever step ends the attempt, it ends the same way
+//! (see [`super::record`]): one `lead.submit` span, one metric point, one verdict.
 
-use std::time::{Instant, SystemTime};
+use std::net::{IpAddr, Ipv4Addr};
 
 use chrono::{DateTime, Utc};
+use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
-use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::SdkTracer;
 use uuid::Uuid;
 
-use super::auth::{Caller, Client, Credentials, SourceRegistry};
+use super::auth::{Caller, Client, Credentials, MalformedStatedTime, SourceRegistry};
 use super::body::{BodyError, RawBody};
 use super::dedup::{DedupIndex, DedupKey};
 use super::delivery::{Delivery, DeliveryOutcome, LeadDelivery};
-use super::rate_limit::RateLimiter;
-use crate::config::{FormSettings, UnknownFields};
+use super::rate_limit::{RateLimiter, address_key};
+use super::record::{Ending, Record};
+use crate::config::{FormSettings, RateLimitSettings, UnknownFields};
 use crate::domain::{
     ACCEPTED_STATUS, Field, LeadInput, Outcome, PagePath, Reason, Rejection, SourceName,
-    SubmitterHash, SubmitterHasher,
+    SubmitterHasher,
 };
 use crate::telemetry::LeadMetrics;
 
@@ -49,8 +50,10 @@ pub struct Verdict {
     pub message: String,
     pub lead_id: Option<Uuid>,
     pub trace_id: String,
-    /// Seconds, for `Retry-After` on 429.
+    /// Seconds, for `Retry-After` on 429 and 503.
     pub retry_after: Option<u64>,
+    /// The body was not (fully) read: the answer must say `Connection: close`.
+    pub body_unread: bool,
 }
 
 impl Verdict {
@@ -59,183 +62,248 @@ impl Verdict {
     }
 }
 
+/// Rate-limit and dedup state of one kind of traffic. Live traffic and replayed history
+/// (stated event times) each have their own, so a backfill can never throttle or
+/// dedupe a live lead, nor the other way round.
+pub(super) struct TrafficState {
+    pub limiter: RateLimiter,
+    pub dedup: DedupIndex,
+}
+
 /// Everything the pipeline needs, built once at startup.
 pub struct Ingest {
     pub(super) registry: SourceRegistry,
     pub(super) forms: Vec<FormSettings>,
-    pub(super) limiter: RateLimiter,
-    pub(super) dedup: DedupIndex,
+    pub(super) live: TrafficState,
+    pub(super) replayed: TrafficState,
+    pub(super) keyless: RateLimiter<IpAddr>,
+    pub(super) keyless_limit: RateLimitSettings,
     /// `None` when no CRM is configured.
     pub(super) delivery: Option<Delivery>,
     pub(super) hasher: SubmitterHasher,
     pub(super) unknown_fields: UnknownFields,
     pub(super) batch_max_leads: usize,
+    /// How far back a stated event time may lie: the retention of `lead_submissions`.
+    pub(super) stated_history: chrono::Duration,
     pub(super) service_name: String,
     pub(super) tracer: SdkTracer,
     pub(super) metrics: LeadMetrics,
 }
 
-/// What the request looked like before any step ran.
-struct Attempt {
-    endpoint: Endpoint,
-    form_id: Option<String>,
-    parent: Context,
-    timer: Instant,
-}
-
-/// What is known about an attempt so far; becomes the span's attributes.
-struct Record {
-    attempt: Attempt,
-    source: String,
-    page: String,
-    submitter: Option<SubmitterHash>,
-    client_id: String,
-    lead_id: Option<Uuid>,
-    delivery_attempts: u32,
-    event_start: SystemTime,
-    /// A simulator key vouches for stated event times.
-    trusted: bool,
-    span: Option<Context>,
-}
-
-/// The end of an attempt, before it is recorded.
-struct Ending {
-    reason: Option<Reason>,
-    field: Option<Field>,
-    message: String,
-    retry_after: Option<u64>,
-}
-
-impl Ending {
-    fn accepted() -> Self {
-        Self {
-            reason: None,
-            field: None,
-            message: "lead accepted".into(),
-            retry_after: None,
-        }
-    }
-
-    fn rejected(reason: Reason, field: Option<Field>, message: impl Into<String>) -> Self {
-        Self {
-            reason: Some(reason),
-            field,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-}
-
-impl From<Rejection> for Ending {
-    fn from(r: Rejection) -> Self {
-        Ending::rejected(r.reason, r.field, r.message)
-    }
-}
+/// A stated event time may lie at most this far in the future (clock skew).
+const STATED_FUTURE_SLACK_MINUTES: i64 = 5;
 
 impl Ingest {
     /// `POST /v1/leads`.
-    pub async fn submit_lead(&self, creds: &Credentials<'_>, body: RawBody) -> Verdict {
+    pub async fn submit_lead(
+        &self,
+        creds: &Credentials<'_>,
+        peer: Option<IpAddr>,
+        body: RawBody,
+    ) -> Verdict {
         let caller = self.registry.identify(creds);
         let mut record = self.record(Endpoint::Leads, None, &caller);
-        let lead = body
-            .json()
-            .and_then(|bytes| crate::domain::lead_from_json(&bytes, self.unknown_fields));
+        if let Err(ending) = self.admit(&mut record, &caller, peer) {
+            return record.finish(ending);
+        }
+        let lead = match read(body, "application/json").await {
+            Ok(bytes) => crate::domain::lead_from_json(&bytes, self.unknown_fields)
+                .map_err(|rejection| self.noted(&mut record, &caller, rejection)),
+            Err(ending) => Err(ending),
+        };
         let ending = self.decide(&mut record, lead, &caller).await;
-        self.finish(record, ending)
+        record.finish(ending)
     }
 
-    /// `POST /v1/forms/{form_id}`.
+    /// `POST /v1/forms/{form_id}`: source and page come from the form's configuration,
+    /// so even an attempt refused before its body is read names them.
     pub async fn submit_form(
         &self,
         form_id: &str,
         creds: &Credentials<'_>,
+        peer: Option<IpAddr>,
         body: RawBody,
     ) -> Verdict {
         let caller = self.registry.identify(creds);
         let Some(form) = self.forms.iter().find(|f| f.id == form_id) else {
-            let record = self.record(Endpoint::Forms, Some("unknown".into()), &caller);
+            let mut record = self.record(Endpoint::Forms, Some("unknown".into()), &caller);
+            if let Err(ending) = self.admit(&mut record, &caller, peer) {
+                return record.finish(ending);
+            }
             let ending = Ending::rejected(
                 Reason::UnknownForm,
                 None,
                 "no form with this id is configured",
             );
-            return self.finish(record, ending);
+            return record.finish(ending);
         };
         let mut record = self.record(Endpoint::Forms, Some(form.id.clone()), &caller);
-        let lead = body.form().and_then(|bytes| {
-            let (source, page) = form_target(form)?;
-            crate::domain::lead_from_form(&bytes, source, page, self.unknown_fields)
-        });
+        record.source = form.source.clone();
+        record.page = form.page.clone();
+        if let Err(ending) = self.admit(&mut record, &caller, peer) {
+            return record.finish(ending);
+        }
+        let lead = read(body, "application/x-www-form-urlencoded")
+            .await
+            .and_then(|bytes| {
+                let (source, page) = form_target(form)?;
+                crate::domain::lead_from_form(&bytes, source, page, self.unknown_fields)
+                    .map_err(Ending::from)
+            });
         let ending = self.decide(&mut record, lead, &caller).await;
-        self.finish(record, ending)
+        record.finish(ending)
     }
 
     /// `POST /v1/leads/batch`: one verdict per lead, or one for the whole batch when the
-    /// batch itself cannot be read.
+    /// batch itself cannot be read or carries no valid key (a keyless batch is one
+    /// attempt, not one per lead it claims to hold).
     pub async fn submit_batch(
         &self,
         creds: &Credentials<'_>,
+        peer: Option<IpAddr>,
         body: RawBody,
     ) -> Result<Vec<Verdict>, Verdict> {
         let caller = self.registry.identify(creds);
-        let parsed = body.json().and_then(|bytes| {
-            crate::domain::batch_from_json(&bytes, self.batch_max_leads, self.unknown_fields)
-        });
+        let mut record = self.record(Endpoint::Batch, None, &caller);
+        if let Err(ending) = self.admit(&mut record, &caller, peer) {
+            return Err(record.finish(ending));
+        }
+        let bytes = read(body, "application/json").await;
+        if !caller.has_valid_key() {
+            let reason = Reason::Unauthorized;
+            return Err(record.finish(Ending::rejected(reason, None, auth_message(reason))));
+        }
+        let parsed = match bytes {
+            Ok(bytes) => {
+                crate::domain::batch_from_json(&bytes, self.batch_max_leads, self.unknown_fields)
+                    .map_err(|rejection| self.noted(&mut record, &caller, rejection))
+            }
+            Err(ending) => Err(ending),
+        };
         let leads = match parsed {
             Ok(leads) => leads,
-            Err(rejection) => {
-                let mut record = self.record(Endpoint::Batch, None, &caller);
-                self.note_context(&mut record, &rejection);
-                return Err(self.finish(record, rejection.into()));
-            }
+            Err(ending) => return Err(record.finish(ending)),
         };
+        // The batch's own record was only needed while the batch could still fail whole.
+        record.discard();
         let mut verdicts = Vec::with_capacity(leads.len());
         for lead in leads {
             let mut record = self.record(Endpoint::Batch, None, &caller);
+            if let Err(ending) = self.apply_stated_time(&mut record, &caller) {
+                verdicts.push(record.finish(ending));
+                continue;
+            }
+            let lead = lead.map_err(|rejection| self.noted(&mut record, &caller, rejection));
             let ending = self.decide(&mut record, lead, &caller).await;
-            verdicts.push(self.finish(record, ending));
+            verdicts.push(record.finish(ending));
         }
         Ok(verdicts)
     }
 
-    /// A fresh record. Its event time is now, unless a trusted simulator states when the
-    /// replayed event happened: then even a malformed attempt lands on its simulated day.
-    fn record(&self, endpoint: Endpoint, form_id: Option<String>, caller: &Caller<'_>) -> Record {
-        Record {
-            attempt: Attempt {
-                endpoint,
-                form_id,
-                parent: Context::current(),
-                timer: Instant::now(),
-            },
-            source: String::new(),
-            page: String::new(),
-            submitter: None,
-            client_id: String::new(),
-            lead_id: None,
-            delivery_attempts: 0,
-            event_start: caller.stated.map_or_else(SystemTime::now, SystemTime::from),
-            trusted: caller.trusted,
-            span: None,
+    /// A fresh record, attributed to the source the request's key speaks for until the
+    /// body names one.
+    fn record(&self, endpoint: Endpoint, form_id: Option<String>, caller: &Caller<'_>) -> Record<'_> {
+        let mut record = Record::new(self, endpoint, form_id);
+        if let Some(source) = caller.key_source() {
+            record.source = source.to_owned();
         }
+        record
+    }
+
+    /// What is decided before the body is read: requests without a valid key are
+    /// limited by address (nothing of theirs is read or parsed past the limit), and a
+    /// stated event time must be well-formed, vouched for and within bounds.
+    fn admit(&self, record: &mut Record<'_>, caller: &Caller<'_>, peer: Option<IpAddr>) -> Result<(), Ending> {
+        if !caller.has_valid_key() {
+            let address = address_key(peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+            if let Err(wait) = self.keyless.check(&address, self.keyless_limit, Utc::now()) {
+                return Err(Ending::rejected(
+                    Reason::RateLimited,
+                    None,
+                    "too many requests without a valid API key from this address; retry later",
+                )
+                .retry_after(wait.header_secs())
+                .body_unread());
+            }
+        }
+        self.apply_stated_time(record, caller)
+    }
+
+    /// Moves the record to the time `X-Submitted-At` states, when its simulator key
+    /// vouches for the record's source.
+    fn apply_stated_time(&self, record: &mut Record<'_>, caller: &Caller<'_>) -> Result<(), Ending> {
+        let stated = caller.stated.map_err(|MalformedStatedTime| {
+            Ending::rejected(
+                Reason::InvalidField,
+                Some(Field::SubmittedAt),
+                "X-Submitted-At must be an RFC 3339 date-time, e.g. 2024-05-01T12:00:00Z",
+            )
+        })?;
+        let source = (!record.source.is_empty()).then_some(record.source.as_str());
+        if let Some(at) = self.vouched_time(caller, source, stated)? {
+            record.event_start = at.into();
+            record.replayed = true;
+        }
+        Ok(())
+    }
+
+    /// A stated time (`stated`) as the event time, if a simulator key of the request
+    /// vouches for `source` and the time lies between the submissions' retention and a
+    /// few minutes ahead.
+    fn vouched_time(
+        &self,
+        caller: &Caller<'_>,
+        source: Option<&str>,
+        stated: Option<DateTime<Utc>>,
+    ) -> Result<Option<DateTime<Utc>>, Ending> {
+        let Some(at) = stated else {
+            return Ok(None);
+        };
+        let refuse = |message: String| {
+            Ending::rejected(Reason::InvalidField, Some(Field::SubmittedAt), message)
+        };
+        let vouched = match source {
+            Some(source) => caller.vouches_for(source),
+            None => caller.key_source().is_some_and(|s| caller.vouches_for(s)),
+        };
+        if !vouched {
+            return Err(refuse(match source {
+                Some(source) if caller.key_source().is_some() => {
+                    format!("no simulator key of this request vouches for source {source}")
+                }
+                _ => "submitted_at may only be stated by simulator keys".to_owned(),
+            }));
+        }
+        let now = Utc::now();
+        if at > now + chrono::Duration::minutes(STATED_FUTURE_SLACK_MINUTES) {
+            return Err(refuse("submitted_at is in the future".into()));
+        }
+        if at < now - self.stated_history {
+            return Err(refuse(format!(
+                "submitted_at is older than the {} days submissions are kept",
+                self.stated_history.num_days()
+            )));
+        }
+        Ok(Some(at))
     }
 
     /// Runs the steps after parsing; returns how the attempt ended.
     async fn decide(
         &self,
-        record: &mut Record,
-        lead: Result<LeadInput, Rejection>,
+        record: &mut Record<'_>,
+        lead: Result<LeadInput, Ending>,
         caller: &Caller<'_>,
     ) -> Ending {
         let lead = match lead {
             Ok(lead) => lead,
-            Err(rejection) => {
-                self.note_context(record, &rejection);
-                return rejection.into();
-            }
+            Err(ending) => return ending,
         };
         record.source = self.source_attribute(lead.source.as_str());
-        record.page = lead.page.as_str().to_owned();
+        // Keyless requests are recorded with what the service decided, never with
+        // request text an attacker could spray.
+        if caller.has_valid_key() {
+            record.page = lead.page.as_str().to_owned();
+        }
         record.submitter = Some(self.hasher.hash(&lead.email));
         if let Err(ending) = self.validate_for_source(&lead) {
             return ending;
@@ -245,81 +313,86 @@ impl Ingest {
             Err(reason) => return Ending::rejected(reason, None, auth_message(reason)),
         };
         record.client_id = client.id.clone();
-        let event_time = match event_time(&lead, record) {
-            Ok(at) => at,
+        let stated = lead.submitted_at.or(caller.stated.ok().flatten());
+        match self.vouched_time(caller, Some(lead.source.as_str()), stated) {
+            Ok(Some(at)) => {
+                record.event_start = at.into();
+                record.replayed = true;
+            }
+            Ok(None) => record.replayed = false,
             Err(ending) => return ending,
+        }
+        let state = if record.replayed {
+            &self.replayed
+        } else {
+            &self.live
         };
-        record.event_start = event_time.into();
-        if let Err(wait) = self.registry_limit(client, event_time) {
-            let mut ending = Ending::rejected(
+        let at: DateTime<Utc> = record.event_start.into();
+        if let Err(wait) = state.limiter.check(&client.id, client.limit, at) {
+            return Ending::rejected(
                 Reason::RateLimited,
                 None,
                 "too many requests for this key; retry later",
-            );
-            ending.retry_after = Some(wait);
-            return ending;
+            )
+            .retry_after(wait.header_secs());
         }
-        self.deduplicate_and_deliver(record, &lead, event_time)
+        self.deduplicate_and_deliver(record, state, client, &lead, at)
             .await
-    }
-
-    fn registry_limit(&self, client: &Client, at: DateTime<Utc>) -> Result<(), u64> {
-        self.limiter
-            .check(&client.id, client.limit, at)
-            .map_err(|wait| wait.header_secs())
     }
 
     async fn deduplicate_and_deliver(
         &self,
-        record: &mut Record,
+        record: &mut Record<'_>,
+        state: &TrafficState,
+        client: &Client,
         lead: &LeadInput,
         at: DateTime<Utc>,
     ) -> Ending {
         let key = DedupKey {
             submitter: record.submitter.clone().expect("set before authentication"),
-            source: lead.source.as_str().to_owned(),
+            source: client.source.clone(),
             page: lead.page.as_str().to_owned(),
         };
-        if self.dedup.reserve(&key, at).is_err() {
+        let Ok(reservation) = state.dedup.reserve(key, at) else {
             return Ending::rejected(
                 Reason::Duplicate,
                 None,
                 "the same lead was already submitted for this source and page",
             );
-        }
+        };
         let lead_id = Uuid::now_v7();
         record.lead_id = Some(lead_id);
-        let outcome = self.deliver(record, lead, lead_id, at).await;
+        let idempotency_key = reservation.key().idempotency_key();
+        let outcome = self
+            .deliver(record, lead, lead_id, &idempotency_key, at)
+            .await;
         record.delivery_attempts = outcome.attempts();
+        // A reservation not confirmed is released when it goes out of scope, also when
+        // this future is dropped mid-delivery.
         match outcome {
             DeliveryOutcome::NotConfigured | DeliveryOutcome::Delivered { .. } => {
-                self.dedup.confirm(&key);
+                reservation.confirm();
                 Ending::accepted()
             }
-            DeliveryOutcome::TimedOut { .. } => {
-                self.dedup.release(&key);
-                Ending::rejected(
-                    Reason::DownstreamTimeout,
-                    None,
-                    "the downstream CRM did not answer in time",
-                )
-            }
-            DeliveryOutcome::Failed { .. } => {
-                self.dedup.release(&key);
-                Ending::rejected(
-                    Reason::DownstreamError,
-                    None,
-                    "the downstream CRM refused or failed",
-                )
-            }
+            DeliveryOutcome::TimedOut { .. } => Ending::rejected(
+                Reason::DownstreamTimeout,
+                None,
+                "the downstream CRM did not answer in time",
+            ),
+            DeliveryOutcome::Failed { .. } => Ending::rejected(
+                Reason::DownstreamError,
+                None,
+                "the downstream CRM refused or failed",
+            ),
         }
     }
 
     async fn deliver(
         &self,
-        record: &mut Record,
+        record: &mut Record<'_>,
         lead: &LeadInput,
         lead_id: Uuid,
+        idempotency_key: &str,
         at: DateTime<Utc>,
     ) -> DeliveryOutcome {
         // With no CRM there is nothing to time or trace: a span per lead saying so would
@@ -327,8 +400,8 @@ impl Ingest {
         let Some(delivery) = &self.delivery else {
             return DeliveryOutcome::NotConfigured;
         };
-        let submit = record.open_span(&self.tracer).clone();
-        let offset = record.attempt.timer.elapsed();
+        let submit = record.open_span().clone();
+        let offset = record.timer.elapsed();
         let mut span = self
             .tracer
             .span_builder("lead.deliver")
@@ -338,8 +411,10 @@ impl Ingest {
         // The span itself stays here to be ended; a context carrying its ids is enough
         // for the webhook's traceparent.
         let delivery_cx = submit.with_remote_span_context(span.span_context().clone());
-        let payload = delivery_payload(lead, lead_id, record.attempt.form_id.as_deref(), at);
-        let (outcome, took) = delivery.deliver(&payload, &delivery_cx).await;
+        let payload = delivery_payload(lead, lead_id, record.form_id.as_deref(), at);
+        let (outcome, took) = delivery
+            .deliver(&payload, idempotency_key, &delivery_cx)
+            .await;
         span.set_attribute(KeyValue::new("lead.delivery.outcome", outcome.as_str()));
         span.set_attribute(KeyValue::new(
             "lead.delivery.attempts",
@@ -355,6 +430,33 @@ impl Ingest {
         self.metrics
             .record_delivery(&record.source, outcome.as_str(), took);
         outcome
+    }
+
+    /// Records an attempt the server shed before it reached the pipeline (it was at its
+    /// in-flight limit): attributed to what the URL and the key already say.
+    pub fn shed(
+        &self,
+        endpoint: Endpoint,
+        form_id: Option<&str>,
+        creds: &Credentials<'_>,
+        retry_after_secs: u64,
+    ) -> Verdict {
+        let caller = self.registry.identify(creds);
+        let form = form_id.and_then(|id| self.forms.iter().find(|f| f.id == id));
+        let recorded_form = form_id.map(|_| form.map_or("unknown".to_owned(), |f| f.id.clone()));
+        let mut record = self.record(endpoint, recorded_form, &caller);
+        if let Some(form) = form {
+            record.source = form.source.clone();
+            record.page = form.page.clone();
+        }
+        let ending = Ending::rejected(
+            Reason::Overloaded,
+            None,
+            "the service is at its limit of requests in flight; retry later",
+        )
+        .retry_after(retry_after_secs)
+        .body_unread();
+        record.finish(ending)
     }
 
     /// Checks that depend on the source's configuration (part of validation).
@@ -376,14 +478,16 @@ impl Ingest {
         Ok(())
     }
 
-    /// Keeps what a rejected lead still tells about where it came from.
-    fn note_context(&self, record: &mut Record, rejection: &Rejection) {
-        if let Some(page) = &rejection.page {
-            record.page = page.as_str().to_owned();
-        }
+    /// Keeps what a rejected body still tells about where it came from (the page only
+    /// from a request with a valid key), and ends the attempt with the rejection.
+    fn noted(&self, record: &mut Record<'_>, caller: &Caller<'_>, rejection: Rejection) -> Ending {
         if let Some(source) = &rejection.source {
             record.source = self.source_attribute(source.as_str());
         }
+        if let Some(page) = rejection.page.as_ref().filter(|_| caller.has_valid_key()) {
+            record.page = page.as_str().to_owned();
+        }
+        rejection.into()
     }
 
     /// `lead.source` only ever takes a configured name: anything else is `unknown`.
@@ -394,129 +498,54 @@ impl Ingest {
             "unknown".to_owned()
         }
     }
-
-    /// Records the attempt (span, metrics, log) and turns it into the client's verdict.
-    fn finish(&self, mut record: Record, ending: Ending) -> Verdict {
-        let outcome = ending.reason.map_or(Outcome::Accepted, Reason::outcome);
-        let elapsed = record.attempt.timer.elapsed();
-        let cx = record.open_span(&self.tracer).clone();
-        let span = cx.span();
-        span.set_attributes(record.attributes(outcome, &ending));
-        if outcome == Outcome::Failed {
-            span.set_status(Status::error(ending.message.clone()));
-        }
-        span.end_with_timestamp(record.event_start + elapsed);
-        let trace_id = span.span_context().trace_id().to_string();
-        let reason = ending.reason.map_or("", Reason::as_str);
-        self.metrics.record_submission(
-            &record.source,
-            record.attempt.endpoint.as_str(),
-            outcome.as_str(),
-            reason,
-            elapsed,
-        );
-        log_attempt(&record, outcome, reason, &trace_id);
-        Verdict {
-            outcome,
-            reason: ending.reason,
-            field: ending.field,
-            message: ending.message,
-            lead_id: record.lead_id.filter(|_| outcome == Outcome::Accepted),
-            trace_id,
-            retry_after: ending.retry_after,
-        }
-    }
 }
 
-impl Record {
-    /// Starts the `lead.submit` span once (at the event's time), returning its context.
-    fn open_span(&mut self, tracer: &SdkTracer) -> &Context {
-        let (parent, start) = (&self.attempt.parent, self.event_start);
-        self.span.get_or_insert_with(|| {
-            let span = tracer
-                .span_builder("lead.submit")
-                .with_kind(SpanKind::Internal)
-                .with_start_time(start)
-                .start_with_context(tracer, parent);
-            parent.with_span(span)
-        })
+/// The body, if it has the expected media type and arrived whole within the limits.
+async fn read(body: RawBody, expected: &str) -> Result<bytes::Bytes, Ending> {
+    let media_type = body
+        .content_type
+        .as_deref()
+        .and_then(|ct| ct.split(';').next())
+        .map(|ct| ct.trim().to_ascii_lowercase());
+    let bytes = body.bytes().await;
+    if media_type.as_deref() != Some(expected) {
+        return Err(Ending::rejected(
+            Reason::UnsupportedMediaType,
+            None,
+            format!("Content-Type must be {expected}"),
+        ));
     }
-
-    /// The attempt's attributes, leaving out the unknown ones (empty text, zero delivery
-    /// attempts): the `lead_submissions` view reads a missing key as ''/0 anyway, and
-    /// each span is smaller to build, export and store.
-    fn attributes(&self, outcome: Outcome, ending: &Ending) -> Vec<KeyValue> {
-        let status = ending.reason.map_or(ACCEPTED_STATUS, Reason::http_status);
-        let all = [
-            KeyValue::new("lead.source", self.source.clone()),
-            KeyValue::new("lead.endpoint", self.attempt.endpoint.as_str()),
-            KeyValue::new("lead.page", self.page.clone()),
-            KeyValue::new(
-                "lead.form_id",
-                self.attempt.form_id.clone().unwrap_or_default(),
-            ),
-            KeyValue::new("lead.outcome", outcome.as_str()),
-            KeyValue::new("lead.reason", ending.reason.map_or("", Reason::as_str)),
-            KeyValue::new("lead.field", ending.field.map_or("", Field::as_str)),
-            KeyValue::new(
-                "lead.submitter_hash",
-                self.submitter
-                    .as_ref()
-                    .map(|h| h.as_str().to_owned())
-                    .unwrap_or_default(),
-            ),
-            KeyValue::new("lead.client_id", self.client_id.clone()),
-            KeyValue::new(
-                "lead.id",
-                self.lead_id.map(|id| id.to_string()).unwrap_or_default(),
-            ),
-            KeyValue::new("http.response.status_code", i64::from(status)),
-            KeyValue::new("lead.delivery.attempts", i64::from(self.delivery_attempts)),
-        ];
-        all.into_iter().filter(|kv| !is_unset(&kv.value)).collect()
-    }
-}
-
-fn is_unset(value: &Value) -> bool {
-    match value {
-        Value::String(text) => text.as_str().is_empty(),
-        Value::I64(number) => *number == 0,
-        _ => false,
-    }
+    bytes.map_err(|error| match error {
+        BodyError::TooLarge { limit } => Ending::rejected(
+            Reason::PayloadTooLarge,
+            None,
+            format!("the body is larger than {limit} bytes"),
+        )
+        .body_unread(),
+        BodyError::TimedOut => Ending::rejected(
+            Reason::RequestTimeout,
+            None,
+            "the body did not arrive in time",
+        )
+        .body_unread(),
+        BodyError::Unreadable => {
+            Ending::rejected(Reason::InvalidPayload, None, "the body could not be read")
+        }
+    })
 }
 
 /// The source and page a form posts for, from config (checked at startup).
-fn form_target(form: &FormSettings) -> Result<(SourceName, PagePath), Rejection> {
-    let internal = |what: &str| Rejection {
-        reason: Reason::InvalidPayload,
-        field: None,
-        message: format!("form is misconfigured: {what}"),
-        source: None,
-        page: None,
+fn form_target(form: &FormSettings) -> Result<(SourceName, PagePath), Ending> {
+    let internal = |what: &str| {
+        Ending::rejected(
+            Reason::InvalidPayload,
+            None,
+            format!("form is misconfigured: {what}"),
+        )
     };
     let source = SourceName::parse(&form.source).map_err(|_| internal("source"))?;
     let page = PagePath::parse(&form.page).map_err(|_| internal("page"))?;
     Ok((source, page))
-}
-
-/// When the lead happened: the record's time, or — for a trusted simulator only — the
-/// lead's own `submitted_at`.
-fn event_time(lead: &LeadInput, record: &Record) -> Result<DateTime<Utc>, Ending> {
-    let now = Utc::now();
-    match lead.submitted_at {
-        None => Ok(record.event_start.into()),
-        Some(_) if !record.trusted => Err(Ending::rejected(
-            Reason::InvalidField,
-            Some(Field::SubmittedAt),
-            "submitted_at may only be stated by simulator keys",
-        )),
-        Some(at) if at > now + chrono::Duration::minutes(5) => Err(Ending::rejected(
-            Reason::InvalidField,
-            Some(Field::SubmittedAt),
-            "submitted_at is in the future",
-        )),
-        Some(at) => Ok(at),
-    }
 }
 
 fn auth_message(reason: Reason) -> &'static str {
@@ -548,67 +577,5 @@ fn delivery_payload<'a>(
         utm_medium: utm.and_then(|u| u.medium.as_ref()).map(|v| v.as_str()),
         utm_campaign: utm.and_then(|u| u.campaign.as_ref()).map(|v| v.as_str()),
         submitted_at: at.to_rfc3339(),
-    }
-}
-
-fn log_attempt(record: &Record, outcome: Outcome, reason: &str, trace_id: &str) {
-    let endpoint = record.attempt.endpoint.as_str();
-    let source = record.source.as_str();
-    match outcome {
-        Outcome::Failed => {
-            tracing::warn!(endpoint, source, reason, trace_id, "lead submission failed")
-        }
-        _ => tracing::debug!(
-            endpoint,
-            source,
-            outcome = outcome.as_str(),
-            reason,
-            trace_id,
-            "lead submission"
-        ),
-    }
-}
-
-impl RawBody {
-    fn json(self) -> Result<bytes::Bytes, Rejection> {
-        self.checked("application/json")
-    }
-
-    fn form(self) -> Result<bytes::Bytes, Rejection> {
-        self.checked("application/x-www-form-urlencoded")
-    }
-
-    /// The body, if it has the expected media type and fits the size limit.
-    fn checked(self, expected: &str) -> Result<bytes::Bytes, Rejection> {
-        let media_type = self
-            .content_type
-            .as_deref()
-            .and_then(|ct| ct.split(';').next())
-            .map(|ct| ct.trim().to_ascii_lowercase());
-        if media_type.as_deref() != Some(expected) {
-            return Err(bare_rejection(
-                Reason::UnsupportedMediaType,
-                format!("Content-Type must be {expected}"),
-            ));
-        }
-        self.bytes.map_err(|error| match error {
-            BodyError::TooLarge { limit } => bare_rejection(
-                Reason::PayloadTooLarge,
-                format!("the body is larger than {limit} bytes"),
-            ),
-            BodyError::Unreadable => {
-                bare_rejection(Reason::InvalidPayload, "the body could not be read")
-            }
-        })
-    }
-}
-
-fn bare_rejection(reason: Reason, message: impl Into<String>) -> Rejection {
-    Rejection {
-        reason,
-        field: None,
-        message: message.into(),
-        source: None,
-        page: None,
     }
 }

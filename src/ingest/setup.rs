@@ -9,7 +9,7 @@ use opentelemetry_sdk::trace::SdkTracer;
 use super::auth::SourceRegistry;
 use super::dedup::{DedupIndex, DedupKey};
 use super::delivery::{Delivery, DeliveryInitError};
-use super::pipeline::Ingest;
+use super::pipeline::{Ingest, TrafficState};
 use super::rate_limit::RateLimiter;
 use crate::config::Settings;
 use crate::domain::{SubmitterHash, SubmitterHasher};
@@ -38,23 +38,33 @@ impl Ingest {
         tracer: SdkTracer,
         metrics: LeadMetrics,
     ) -> Result<Self, IngestError> {
+        let state = || TrafficState {
+            limiter: RateLimiter::default(),
+            dedup: DedupIndex::new(dedup_window(settings)),
+        };
         Ok(Self {
             registry: SourceRegistry::new(&settings.sources, settings.rate_limit),
             forms: settings.forms.clone(),
-            limiter: RateLimiter::default(),
-            dedup: DedupIndex::new(dedup_window(settings)),
+            live: state(),
+            replayed: state(),
+            keyless: RateLimiter::with_capacity(settings.keyless.max_addresses),
+            keyless_limit: settings.keyless.limit(),
             delivery: Delivery::new(&settings.delivery)?,
             hasher: SubmitterHasher::new(&settings.ingest.submitter_secret),
             unknown_fields: settings.ingest.unknown_fields,
             batch_max_leads: settings.http.batch_max_leads,
+            stated_history: chrono::Duration::days(i64::from(
+                settings.schema.submissions_ttl_days,
+            )),
             service_name: settings.otel.service_name.clone(),
             tracer,
             metrics,
         })
     }
 
-    /// Loads the leads this service (all its replicas share the service name) accepted
-    /// within the dedup window from `lead_submissions`.
+    /// Loads the live leads this service (all its replicas share the service name)
+    /// accepted within the dedup window from `lead_submissions`; replayed history keeps
+    /// its own dedup state and is not warmed.
     /// Returns how many dedup entries it added.
     pub async fn warm_dedup(
         &self,
@@ -65,7 +75,7 @@ impl Ingest {
             .query(
                 "SELECT submitter_hash, source, page, max(event_time) AS last_at \
                  FROM lead_submissions \
-                 WHERE service = ? AND outcome = 'accepted' \
+                 WHERE service = ? AND outcome = 'accepted' AND replayed = 0 \
                    AND event_time >= now64(9) - toIntervalSecond(?) \
                  GROUP BY submitter_hash, source, page",
             )
@@ -81,7 +91,7 @@ impl Ingest {
             };
             Some((key, row.last_at))
         });
-        Ok(self.dedup.warm(entries))
+        Ok(self.live.dedup.warm(entries))
     }
 }
 

@@ -43,6 +43,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004", "lead_submissions"),
     migration!(5, "0005", "analysis"),
     migration!(6, "0006", "submission_rollups"),
+    migration!(7, "0007", "record_attribution"),
+    migration!(8, "0008", "analysis_run_states"),
 ];
 
 impl Migration {

@@ -17,13 +17,12 @@ use poem::{Endpoint, IntoResponse, Middleware, PathPattern, Request, Response};
 
 use super::metrics::seconds_histogram;
 
-/// Raw path prefixes followed by an id, with the parameter to report instead of the id.
-/// Used when no route matched (poem only reports matched ones): raw ids in span names and
-/// metric attributes would make every request its own series.
+/// Routes with an id: the raw prefix and the template to report instead of the id (raw
+/// ids in span names and metric attributes would make every request its own series).
 const ID_SEGMENTS: [(&str, &str); 3] = [
-    ("/v1/forms/", "{form_id}"),
-    ("/v1/analyses/", "{id}"),
-    ("/v1/summaries/", "{day}"),
+    ("/v1/forms/", "/v1/forms/{form_id}"),
+    ("/v1/analyses/", "/v1/analyses/{id}"),
+    ("/v1/summaries/", "/v1/summaries/{day}"),
 ];
 
 /// Middleware giving every request a server span, continuing the caller's trace when
@@ -72,16 +71,19 @@ impl<E: Endpoint> Endpoint for ServerSpansEndpoint<E> {
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let started = Instant::now();
-        let method = req.method().as_str().to_owned();
-        let raw_route = route_of_path(req.uri().path());
+        let method = method_of(req.method());
+        let path_route = template_of_path(req.uri().path());
         let parent = global::get_text_map_propagator(|propagator| {
             propagator.extract(&HeaderExtractor(req.headers()))
         });
         let span = self
             .tracer
-            .span_builder(format!("{method} {raw_route}"))
+            .span_builder(format!(
+                "{method} {}",
+                path_route.unwrap_or(UNMATCHED_ROUTE)
+            ))
             .with_kind(SpanKind::Server)
-            .with_attributes([KeyValue::new("http.request.method", method.clone())])
+            .with_attributes([KeyValue::new("http.request.method", method)])
             .start_with_context(&*self.tracer, &parent);
         let cx = parent.with_span(span);
 
@@ -96,8 +98,12 @@ impl<E: Endpoint> Endpoint for ServerSpansEndpoint<E> {
             Ok(response) => (response.status(), response.data::<PathPattern>()),
             Err(error) => (error.status(), error.data::<PathPattern>()),
         };
-        let route = matched.map_or(raw_route, |pattern| route_of_pattern(&pattern.0));
-        end_span(&cx.span(), &method, &route, status);
+        let route = match (path_route, matched) {
+            (Some(template), _) => template.to_owned(),
+            (None, Some(pattern)) => route_of_pattern(&pattern.0),
+            (None, None) => UNMATCHED_ROUTE.to_owned(),
+        };
+        end_span(&cx.span(), method, &route, status);
         self.duration.record(
             started.elapsed().as_secs_f64(),
             &[
@@ -112,7 +118,7 @@ impl<E: Endpoint> Endpoint for ServerSpansEndpoint<E> {
 
 /// Names the span after the route (known only now that routing is done), records the
 /// status, and ends it. 5xx is an error of ours; 4xx is the caller's and stays unset.
-fn end_span(span: &SpanRef<'_>, method: &str, route: &str, status: StatusCode) {
+fn end_span(span: &SpanRef<'_>, method: &'static str, route: &str, status: StatusCode) {
     span.update_name(format!("{method} {route}"));
     span.set_attributes([
         KeyValue::new("url.path", route.to_owned()),
@@ -125,19 +131,37 @@ fn end_span(span: &SpanRef<'_>, method: &str, route: &str, status: StatusCode) {
     span.end();
 }
 
-/// What an unrouted request is reported as: a known prefix with its id replaced by the
-/// parameter name, or one fixed value, so scanners probing random paths cannot create
-/// unbounded span names and metric series.
+/// What a request outside the known routes is reported as: one fixed value, so
+/// scanners probing random paths cannot create unbounded span names and metric series.
 const UNMATCHED_ROUTE: &str = "(unmatched)";
 
-fn route_of_path(path: &str) -> String {
-    for (prefix, param) in ID_SEGMENTS {
-        if let Some(rest) = path.strip_prefix(prefix).filter(|rest| !rest.is_empty()) {
-            let tail = rest.find('/').map_or("", |slash| &rest[slash..]);
-            return format!("{prefix}{param}{tail}");
-        }
+/// The HTTP methods of RFC 9110 and PATCH; anything else is `_OTHER`, as the OTel
+/// semantic conventions say, so junk methods cannot mint new series either.
+fn method_of(method: &poem::http::Method) -> &'static str {
+    use poem::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "_OTHER",
     }
-    UNMATCHED_ROUTE.to_owned()
+}
+
+/// The template of a path with an id in it, when the path has exactly the route's
+/// shape: the framework's own pattern names its parameters `param0`, and a raw tail
+/// after the id would be request text.
+fn template_of_path(path: &str) -> Option<&'static str> {
+    ID_SEGMENTS.iter().find_map(|(prefix, template)| {
+        path.strip_prefix(prefix)
+            .filter(|id| !id.is_empty() && !id.contains('/'))
+            .map(|_| *template)
+    })
 }
 
 /// poem's route pattern in OpenAPI form: `/v1/forms/:form_id` becomes
@@ -356,22 +380,39 @@ mod tests {
 
     #[test]
     fn id_segments_become_parameters() {
-        assert_eq!(route_of_path("/v1/forms/abc"), "/v1/forms/{form_id}");
+        assert_eq!(template_of_path("/v1/forms/abc"), Some("/v1/forms/{form_id}"));
+        assert_eq!(template_of_path("/v1/analyses/42"), Some("/v1/analyses/{id}"));
         assert_eq!(
-            route_of_path("/v1/forms/abc/leads"),
-            "/v1/forms/{form_id}/leads"
-        );
-        assert_eq!(route_of_path("/v1/analyses/42"), "/v1/analyses/{id}");
-        assert_eq!(
-            route_of_path("/v1/summaries/2025-01-31"),
-            "/v1/summaries/{day}"
+            template_of_path("/v1/summaries/2025-01-31"),
+            Some("/v1/summaries/{day}")
         );
     }
 
     #[test]
-    fn other_unrouted_paths_share_one_bounded_route() {
-        assert_eq!(route_of_path("/v1/forms/"), UNMATCHED_ROUTE);
-        assert_eq!(route_of_path("/wp-admin/setup.php"), UNMATCHED_ROUTE);
+    fn other_paths_have_no_template() {
+        assert_eq!(template_of_path("/v1/forms/"), None);
+        assert_eq!(template_of_path("/v1/forms/abc/leads"), None, "a raw tail");
+        assert_eq!(template_of_path("/wp-admin/setup.php"), None);
+    }
+
+    #[test]
+    fn unknown_methods_are_other() {
+        use poem::http::Method;
+        assert_eq!(method_of(&Method::POST), "POST");
+        assert_eq!(method_of(&Method::from_bytes(b"BREW").unwrap()), "_OTHER");
+    }
+
+    #[tokio::test]
+    async fn a_junk_method_on_a_junk_path_is_bounded() {
+        let harness = Harness::new();
+        let app = make_sync(|_| StatusCode::NOT_FOUND).with(harness.middleware());
+        let cli = TestClient::new(app);
+        cli.request(poem::http::Method::from_bytes(b"XYZZY").unwrap(), "/v1/forms/a/b/c")
+            .send()
+            .await
+            .assert_status(StatusCode::NOT_FOUND);
+        let span = harness.span("_OTHER (unmatched)");
+        assert_eq!(attribute(&span, "http.request.method"), Some("_OTHER".into()));
     }
 
     #[test]

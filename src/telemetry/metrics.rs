@@ -62,14 +62,17 @@ impl LeadMetrics {
         }
     }
 
-    /// One submission attempt; `reason` is "" for accepted ones. The closed-set values
-    /// are `'static`: this runs for every attempt, and static text is not copied.
+    /// One submission attempt; `reason` is "" for accepted ones; `replayed` for an
+    /// attempt at a stated (simulated) time, which the record reconciliation leaves out
+    /// (its row lands on the stated day, its count on today). The closed-set values are
+    /// `'static`: this runs for every attempt, and static text is not copied.
     pub fn record_submission(
         &self,
         source: &str,
         endpoint: &'static str,
         outcome: &'static str,
         reason: &'static str,
+        replayed: bool,
         duration: Duration,
     ) {
         let source = KeyValue::new("lead.source", source.to_owned());
@@ -86,6 +89,7 @@ impl LeadMetrics {
                 endpoint,
                 outcome,
                 KeyValue::new("lead.reason", reason),
+                KeyValue::new("lead.replayed", replayed),
             ],
         );
     }
@@ -165,9 +169,9 @@ mod tests {
         let (provider, exporter) = provider();
         let metrics = LeadMetrics::new(&provider.meter("test"), ExportFailures::default());
         let ms = Duration::from_millis;
-        metrics.record_submission("site", "/v1/leads", "accepted", "", ms(3));
-        metrics.record_submission("site", "/v1/leads", "accepted", "", ms(40));
-        metrics.record_submission("site", "/v1/leads", "rejected", "invalid_payload", ms(1));
+        metrics.record_submission("site", "/v1/leads", "accepted", "", false, ms(3));
+        metrics.record_submission("site", "/v1/leads", "accepted", "", false, ms(40));
+        metrics.record_submission("site", "/v1/leads", "rejected", "invalid_payload", true, ms(1));
         metrics.record_delivery("site", "delivered", ms(120));
 
         let exported = collect(&provider, &exporter);

@@ -32,6 +32,7 @@ mod http;
 mod logging;
 mod metrics;
 mod otel;
+mod sampler;
 
 pub use http::{ServerSpans, ServerSpansEndpoint, current_trace_id, inject_trace_context};
 pub use logging::init_logging;
@@ -39,3 +40,4 @@ pub use metrics::LeadMetrics;
 pub use otel::{
     CountingMetricExporter, CountingSpanExporter, ExportFailures, Telemetry, TelemetryError,
 };
+pub use sampler::{RECORD_SPAN, RecordSampler};

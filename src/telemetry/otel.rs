@@ -76,7 +76,9 @@ impl Telemetry {
         global::set_text_map_propagator(TraceContextPropagator::new());
         let resource = resource(settings);
         let failures = ExportFailures::default();
-        let mut traces = SdkTracerProvider::builder().with_resource(resource.clone());
+        let mut traces = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_sampler(super::RecordSampler::new(settings.trace_sample_ratio));
         let mut metrics = SdkMeterProvider::builder().with_resource(resource);
         if settings.enabled {
             traces = traces.with_span_processor(span_processor(settings, &failures)?);
@@ -141,9 +143,17 @@ fn scope() -> InstrumentationScope {
 }
 
 fn resource(settings: &OtelSettings) -> Resource {
+    // One id per process start unless configured: the record reconciliation counts per
+    // instance, and a restarted process starts its counters from zero.
+    let instance = if settings.instance_id.is_empty() {
+        uuid::Uuid::new_v4().to_string()
+    } else {
+        settings.instance_id.clone()
+    };
     Resource::builder()
         .with_service_name(settings.service_name.clone())
         .with_attributes([
+            KeyValue::new("service.instance.id", instance),
             KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
             // The older key is what most dashboards still filter on; the newer one is the
             // current semantic convention.

@@ -2,14 +2,13 @@
 //! export; once the collector is back, new submissions flow again. The test runs its
 //! own rotel (the shared one serves the other tests) against the stack's ClickHouse.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::app::TestApp;
-use crate::support::{Stack, eventually, free_port, logged, unique_name};
+use crate::support::{Stack, eventually, free_port, logged, rotel_command, unique_name};
 
 struct OwnCollector {
     child: Option<Child>,
@@ -17,20 +16,6 @@ struct OwnCollector {
     http: u16,
     stack: Stack,
     dir: tempfile::TempDir,
-}
-
-fn rotel_binary() -> PathBuf {
-    let path = std::env::var("LEADLAB_ROTEL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join(".venv/lib/python3.11/site-packages/rotel/rotel-agent")
-        });
-    assert!(
-        path.exists(),
-        "rotel not found at {path:?}: run scripts/stack up (scripts/test sets LEADLAB_ROTEL_BIN)"
-    );
-    path
 }
 
 impl OwnCollector {
@@ -47,27 +32,7 @@ impl OwnCollector {
     }
 
     async fn resume(&mut self) {
-        let ch = &self.stack.clickhouse;
-        let child = Command::new(rotel_binary())
-            .args([
-                "start",
-                "--exporter",
-                "clickhouse",
-                "--clickhouse-exporter-async-insert",
-                "false",
-            ])
-            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{}", self.grpc)])
-            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{}", self.http)])
-            .args(["--clickhouse-exporter-endpoint", &ch.url])
-            .args(["--clickhouse-exporter-database", &ch.database])
-            .args(["--clickhouse-exporter-user", &ch.user])
-            .args([
-                "--pid-file",
-                &self.dir.path().join("rotel.pid").to_string_lossy(),
-            ])
-            .env("ROTEL_CLICKHOUSE_EXPORTER_PASSWORD", &ch.password)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let child = rotel_command(&self.stack.clickhouse, self.grpc, self.http, self.dir.path())
             .spawn()
             .expect("rotel starts");
         self.child = Some(child);

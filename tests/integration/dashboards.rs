@@ -421,7 +421,7 @@ fn every_query_on_a_raw_table_is_time_bounded_and_unqualified() {
                     raw_tables(sql)
                 );
             }
-            if mentions_table(sql, "ai_summaries") || mentions_table(sql, "analysis_runs") {
+            if mentions_table(sql, "ai_summaries") || mentions_table(sql, "analysis_run_states") {
                 assert!(
                     sql.contains("$__dateFilter(day)")
                         || (sql.contains("day >= toDate($__fromTime)")
@@ -898,7 +898,7 @@ fn model_report(day: chrono::NaiveDate, executive_summary: &str) -> Value {
 /// 2. the analyzer analyses three incident days against a fake Ollama: a grounded model
 ///    report, one quoting a number the facts do not hold (a grounding violation), and a
 ///    model that answers 500 every time (retried, degraded, rules report) — this fills
-///    `analysis_runs` and `ai_summaries`;
+///    `analysis_run_states` and `ai_summaries`;
 /// 3. the service stops, flushing its metrics (`otel_metrics_sum`, `otel_metrics_histogram`).
 ///
 /// Spans carry the simulated event times of the past days; metric points carry the

@@ -17,14 +17,10 @@ use lead_lab::store::{self, migrate::Migrator, migrate::SchemaTarget};
 use serde_json::{Value, json};
 
 use crate::app::{FakeCrm, TestApp};
-use crate::support::{Stack, eventually, free_port, logged, unique_name};
+use crate::support::{Stack, eventually, free_port, logged, root, rotel_command, unique_name};
 
 fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn venv_python() -> PathBuf {
@@ -37,17 +33,6 @@ fn venv_python() -> PathBuf {
         "no venv python at {python:?}: run scripts/stack up (it creates .venv)"
     );
     python
-}
-
-fn rotel_binary() -> PathBuf {
-    let path = std::env::var("LEADLAB_ROTEL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join(".venv/lib/python3.11/site-packages/rotel/rotel-agent"));
-    assert!(
-        path.exists(),
-        "rotel not found at {path:?}: run scripts/stack up (scripts/test sets LEADLAB_ROTEL_BIN)"
-    );
-    path
 }
 
 fn kill_child(child: &mut Option<Child>) {
@@ -145,23 +130,7 @@ impl OwnRotel {
     async fn start(clickhouse: &ClickHouseSettings) -> Self {
         let (grpc, http) = (free_port(), free_port());
         let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(rotel_binary())
-            .args(["start", "--exporter", "clickhouse"])
-            .args(["--clickhouse-exporter-async-insert", "false"])
-            .args(["--clickhouse-exporter-compression", "lz4"])
-            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
-            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
-            .args(["--clickhouse-exporter-endpoint", &clickhouse.url])
-            .args(["--clickhouse-exporter-database", &clickhouse.database])
-            .args(["--clickhouse-exporter-table-prefix", "otel"])
-            .args(["--clickhouse-exporter-user", &clickhouse.user])
-            .args([
-                "--pid-file",
-                &dir.path().join("rotel.pid").to_string_lossy(),
-            ])
-            .env("ROTEL_CLICKHOUSE_EXPORTER_PASSWORD", &clickhouse.password)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let child = rotel_command(clickhouse, grpc, http, dir.path())
             .spawn()
             .expect("rotel starts");
         eventually(

@@ -6,6 +6,7 @@ mod fake_ollama;
 mod support;
 
 mod analyzer;
+mod attribution;
 mod analyzer_facts;
 mod clickhouse_http;
 mod collector_outage;

@@ -68,7 +68,7 @@ async fn the_cli_migrates_a_fresh_database_and_a_second_run_changes_nothing() {
     let schema_after_first = schema_of(&db).await;
     let expected_tables = [
         "ai_summaries",
-        "analysis_runs",
+        "analysis_run_states",
         "lead_latency_15m",
         "lead_latency_15m_mv",
         "lead_submissions",

@@ -2,6 +2,8 @@
 //! and polling for data that arrives asynchronously through the collector.
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lead_lab::config::{ClickHouseSettings, Settings};
@@ -164,4 +166,43 @@ pub fn logged<T, E: std::fmt::Display>(result: Result<T, E>) -> Option<T> {
     result
         .map_err(|err| eprintln!("probe failed (will retry): {err}"))
         .ok()
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The rotel binary of the stack's venv (scripts/test exports LEADLAB_ROTEL_BIN).
+pub fn rotel_binary() -> PathBuf {
+    let path = std::env::var("LEADLAB_ROTEL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join(".venv/lib/python3.11/site-packages/rotel/rotel-agent"));
+    assert!(
+        path.exists(),
+        "rotel not found at {path:?}: run scripts/stack up (scripts/test sets LEADLAB_ROTEL_BIN)"
+    );
+    path
+}
+
+/// A rotel of a test's own, writing into `clickhouse` and configured as scripts/stack
+/// configures the shared one (synchronous inserts, lz4, no batching: see
+/// docs/reliability.md), its pid file in `dir`.
+pub fn rotel_command(clickhouse: &ClickHouseSettings, grpc: u16, http: u16, dir: &Path) -> Command {
+    let mut command = Command::new(rotel_binary());
+    command
+        .args(["start", "--exporter", "clickhouse", "--disable-batching"])
+        .args(["--clickhouse-exporter-async-insert", "false"])
+        .args(["--clickhouse-exporter-compression", "lz4"])
+        .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
+        .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
+        .args(["--clickhouse-exporter-endpoint", &clickhouse.url])
+        .args(["--clickhouse-exporter-database", &clickhouse.database])
+        .args(["--clickhouse-exporter-table-prefix", "otel"])
+        .args(["--clickhouse-exporter-user", &clickhouse.user])
+        .args(["--pid-file", &dir.join("rotel.pid").to_string_lossy()])
+        .env("ROTEL_CLICKHOUSE_EXPORTER_PASSWORD", &clickhouse.password)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
 }

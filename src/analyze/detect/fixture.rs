@@ -241,6 +241,7 @@ pub fn normal_day() -> DayFacts {
             pages_seen: vec!["/contact".into(), "/pricing".into(), "/quiz/start".into()],
             forms_seen: vec!["contact-main".into()],
         },
+        recording: Default::default(),
     };
     refresh(&mut facts);
     facts

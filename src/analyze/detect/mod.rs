@@ -29,7 +29,7 @@ const FULL_BASELINE_DAYS: u32 = 7;
 
 /// Runs every detector; findings sorted by severity (High first), kind, subject.
 pub fn detect(facts: &DayFacts, thresholds: &DetectorSettings) -> Vec<Finding> {
-    let detectors: [fn(&DayFacts, &DetectorSettings) -> Vec<Finding>; 12] = [
+    let detectors: [fn(&DayFacts, &DetectorSettings) -> Vec<Finding>; 13] = [
         volume::volume_changes,
         volume::failure_rate_rises,
         volume::latency_regressions,
@@ -42,6 +42,7 @@ pub fn detect(facts: &DayFacts, thresholds: &DetectorSettings) -> Vec<Finding> {
         novelty::new_pages,
         novelty::new_forms,
         novelty::duplicate_surge,
+        traffic::record_loss,
     ];
     let mut findings: Vec<Finding> = detectors
         .iter()

@@ -1,7 +1,7 @@
 //! Time-shaped signals: bursts of one client, downstream outage windows, silent sources.
 
 use super::{Dimension, Draft, capped, confidence, num, subject_of};
-use crate::analyze::facts::{ClientShape, DayFacts, DownstreamWindow, SourceActivity};
+use crate::analyze::facts::{ClientShape, DayFacts, DownstreamWindow, SourceActivity, round_to};
 use crate::analyze::finding::{Finding, FindingKind, Severity, Subject};
 use crate::config::DetectorSettings;
 
@@ -45,6 +45,42 @@ fn rate_limit_burst(t: &DetectorSettings, c: &ClientShape) -> Finding {
         window,
     }
     .build()
+}
+
+/// RecordLoss: attempts counted by the service but missing from the record, above
+/// 0.1 % of the day's counted attempts; High from 1 %.
+pub(super) fn record_loss(facts: &DayFacts, _t: &DetectorSettings) -> Vec<Finding> {
+    let recording = &facts.recording;
+    if !recording.is_incomplete() {
+        return Vec::new();
+    }
+    let severity = if recording.missing_share >= 0.01 {
+        Severity::High
+    } else {
+        Severity::Medium
+    };
+    let finding = Draft {
+        kind: FindingKind::RecordLoss,
+        subject: Subject::default(),
+        severity,
+        // Both counts are exact: the only doubt is attempts in flight at the window's
+        // edges, a handful at most.
+        confidence: if recording.missing >= 10 { 0.95 } else { 0.6 },
+        summary: format!(
+            "{} of {} attempts the service counted are missing from the record ({} % lost in transit).",
+            recording.missing,
+            recording.counted,
+            round_to(recording.missing_share * 100.0, 2)
+        ),
+        evidence: vec![
+            ("counted", recording.counted as f64),
+            ("recorded", recording.recorded as f64),
+            ("missing", recording.missing as f64),
+            ("missing_share", recording.missing_share),
+        ],
+        window: None,
+    };
+    vec![finding.build()]
 }
 
 /// DownstreamOutage: a window of downstream failures spanning `outage_min_minutes`.
