@@ -433,6 +433,7 @@ fn fixture_sql(database: &str, day: &str, rows: u64, service: &str) -> String {
            hex(cityHash64(number, 't')) AS trace_id, \
            hex(cityHash64(number, 's')) AS span_id, \
            '{service}' AS service, \
+           'bench-instance' AS instance, \
            ['web_form','funnel_page','quiz','qr_code','partner_api','ad_webhook'][number % 6 + 1] AS source, \
            ['leads','leads','forms','batch'][number % 4 + 1] AS endpoint, \
            ['/pricing','/demo','/quiz/start','/checkout','/qr/poster'][number % 5 + 1] AS page, \
@@ -447,7 +448,8 @@ fn fixture_sql(database: &str, day: &str, rows: u64, service: &str) -> String {
            multiIf(outcome = 'accepted', 201, reason = 'invalid_field', 422, reason = 'duplicate', 409, \
                    reason = 'rate_limited', 429, reason = 'unauthorized', 401, reason = 'source_key_mismatch', 403, 502) AS http_status, \
            if(outcome = 'rejected', 0, 1) AS delivery_attempts, \
-           1000000 + (cityHash64(number, 'd') % 5000000) AS duration_ns \
+           1000000 + (cityHash64(number, 'd') % 5000000) AS duration_ns, \
+           0 AS replayed \
          FROM numbers({rows})",
         submitters = (rows / 3).max(1),
     )

@@ -133,6 +133,22 @@ pub struct Recent {
     pub submissions: Vec<RecentSubmission>,
 }
 
+/// Is today's record complete? Live attempts this service counted (its
+/// `leads.submissions` counter) against the rows their spans became.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct RecordingToday {
+    /// When the numbers were read (RFC 3339, UTC).
+    pub as_of: String,
+    pub counted: u64,
+    pub recorded: u64,
+    /// counted − recorded: attempts lost in transit (collector outage, full queue).
+    pub missing: u64,
+    /// missing / counted, 0..1.
+    pub missing_share: f64,
+    /// More than 0.1 % missing.
+    pub incomplete: bool,
+}
+
 #[derive(Debug, Object)]
 pub struct StatsProblem {
     pub message: String,
@@ -214,6 +230,7 @@ pub struct StatsApi {
     daily: Cache<Daily>,
     breakdown: Cache<Breakdown>,
     recent: Cache<Recent>,
+    recording: Cache<RecordingToday>,
 }
 
 impl StatsApi {
@@ -226,6 +243,7 @@ impl StatsApi {
             daily: Cache::new(),
             breakdown: Cache::new(),
             recent: Cache::new(),
+            recording: Cache::new(),
         }
     }
 }
@@ -492,6 +510,24 @@ impl StatsApi {
     }
 }
 
+impl StatsApi {
+    async fn read_recording(&self, now: DateTime<Utc>) -> clickhouse::error::Result<RecordingToday> {
+        let today = midnight(now.date_naive());
+        let tomorrow = today + chrono::Duration::days(1);
+        let recording =
+            crate::analyze::recording::fetch(&self.client, Some(&self.service), today, tomorrow)
+                .await?;
+        Ok(RecordingToday {
+            as_of: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            counted: recording.counted,
+            recorded: recording.recorded,
+            missing: recording.missing,
+            missing_share: recording.missing_share,
+            incomplete: recording.is_incomplete(),
+        })
+    }
+}
+
 #[OpenApi(prefix_path = "/v1/stats", tag = "ApiTags::Stats")]
 impl StatsApi {
     /// Overview cards: today, yesterday until the same time of day, and all time
@@ -532,6 +568,14 @@ impl StatsApi {
         self.breakdown
             .answer(format!("breakdown:{days}"), read)
             .await
+    }
+
+    /// Today's (UTC) record completeness: attempts counted by the service against
+    /// attempts recorded in `lead_submissions`. Replayed history is left out.
+    #[oai(path = "/recording", method = "get")]
+    async fn recording(&self) -> StatsAnswer<RecordingToday> {
+        let read = self.read_recording(Utc::now());
+        self.recording.answer("recording".into(), read).await
     }
 
     /// The last 50 attempts of the window, newest first. No personal data: time,

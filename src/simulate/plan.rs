@@ -226,6 +226,9 @@ impl<'a> Planner<'a> {
             // The person fixes what they can (a typo) and tries again a minute later.
             let mut retry = planned.clone();
             retry.at = at + Duration::seconds(self.rng.random_range(30..120));
+            // The key the site holds at the retry's time: a key incident may have ended
+            // in between, and the retry must not carry it past the incident's window.
+            retry.key = self.key_for(source, retry.at);
             retry.request = with_lead(&retry.request, fixed);
             planned.retry = Some(Box::new(retry));
         }
@@ -233,6 +236,7 @@ impl<'a> Planner<'a> {
         if self.rng.random_bool(double) {
             let mut again = planned.clone();
             again.at = at + Duration::seconds(self.rng.random_range(1..4));
+            again.key = self.key_for(source, again.at);
             again.retry = None;
             out.push(again);
         }

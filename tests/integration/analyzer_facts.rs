@@ -20,6 +20,7 @@ struct Submission {
     trace_id: String,
     span_id: String,
     service: String,
+    instance: String,
     source: String,
     endpoint: String,
     page: String,
@@ -33,6 +34,7 @@ struct Submission {
     http_status: u16,
     delivery_attempts: u8,
     duration_ns: u64,
+    replayed: u8,
 }
 
 /// Berlin local time on a day of June 2026.
@@ -78,6 +80,7 @@ impl Rows {
             trace_id: format!("{n:032x}"),
             span_id: format!("{n:016x}"),
             service: SERVICE.into(),
+            instance: String::new(),
             source: source.into(),
             endpoint: "leads".into(),
             page: page.into(),
@@ -95,6 +98,7 @@ impl Rows {
             http_status: status,
             delivery_attempts: delivery,
             duration_ns: ms * 1_000_000,
+            replayed: 0,
         });
     }
 

@@ -2,7 +2,7 @@
 //! own service name (so its telemetry is told apart in the shared `otel` tables), its
 //! own keys and, when a test needs one, a fake CRM.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -252,24 +252,44 @@ impl TestApp {
 }
 
 /// A CRM for delivery tests: answers by the lead's `company` — `crm-fail` → 500,
-/// `crm-slow` → 3 s, `crm-refuse` → 400, anything else → 200.
+/// `crm-slow` → 3 s, `crm-slow-once` → 3 s the first time an idempotency key is seen,
+/// `crm-refuse` → 400, anything else → 200. It keeps every `Idempotency-Key` it got.
 pub struct FakeCrm {
     pub url: String,
     pub hits: Arc<AtomicU32>,
+    keys: Arc<Mutex<Vec<String>>>,
     _serving: JoinHandle<()>,
 }
 
 #[handler]
 async fn crm(
     Json(lead): Json<serde_json::Value>,
+    headers: &poem::http::HeaderMap,
     hits: Data<&Arc<AtomicU32>>,
+    keys: Data<&Arc<Mutex<Vec<String>>>>,
 ) -> poem::http::StatusCode {
     hits.fetch_add(1, Ordering::SeqCst);
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let seen_before = {
+        let mut keys = keys.lock().unwrap();
+        let seen = keys.contains(&key);
+        keys.push(key);
+        seen
+    };
+    let slow = || tokio::time::sleep(Duration::from_secs(3));
     match lead["company"].as_str() {
         Some("crm-fail") => poem::http::StatusCode::INTERNAL_SERVER_ERROR,
         Some("crm-refuse") => poem::http::StatusCode::BAD_REQUEST,
         Some("crm-slow") => {
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            slow().await;
+            poem::http::StatusCode::OK
+        }
+        Some("crm-slow-once") if !seen_before => {
+            slow().await;
             poem::http::StatusCode::OK
         }
         _ => poem::http::StatusCode::OK,
@@ -284,15 +304,25 @@ impl FakeCrm {
             .unwrap();
         let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
         let hits = Arc::new(AtomicU32::new(0));
-        let app = Route::new().at("/leads", post(crm)).data(hits.clone());
+        let keys = Arc::new(Mutex::new(Vec::new()));
+        let app = Route::new()
+            .at("/leads", post(crm))
+            .data(hits.clone())
+            .data(keys.clone());
         let serving = tokio::spawn(async move {
             let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
         });
         Self {
             url: format!("http://{addr}/leads"),
             hits,
+            keys,
             _serving: serving,
         }
+    }
+
+    /// The `Idempotency-Key` of every delivery received, in order.
+    pub fn idempotency_keys(&self) -> Vec<String> {
+        self.keys.lock().unwrap().clone()
     }
 
     /// Points an app's delivery here, with a short timeout so slow answers time out.

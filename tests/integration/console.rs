@@ -19,7 +19,7 @@ use crate::support::{TestDatabase, free_port};
 
 const TOKEN: &str = "console-admin-token";
 
-fn chromium() -> PathBuf {
+pub fn chromium() -> PathBuf {
     for candidate in ["chromium", "chromium-browser"] {
         let found = std::process::Command::new("which")
             .arg(candidate)
@@ -94,7 +94,7 @@ async fn browse(
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-async fn dom(url: &str, width: u32, height: u32, budget_ms: u32) -> String {
+pub async fn dom(url: &str, width: u32, height: u32, budget_ms: u32) -> String {
     browse(url, width, height, budget_ms, Capture::Dom).await
 }
 
@@ -113,7 +113,7 @@ async fn screenshot(url: &str, width: u32, height: u32, name: &str) -> PathBuf {
 
 /// The text of the first element after `anchor` (a unique attribute) whose
 /// `data-field` is `field`.
-fn field_after(dom: &str, anchor: &str, field: &str) -> String {
+pub fn field_after(dom: &str, anchor: &str, field: &str) -> String {
     let start = dom
         .find(anchor)
         .unwrap_or_else(|| panic!("{anchor} in the DOM"));

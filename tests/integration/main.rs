@@ -19,4 +19,8 @@ mod migrate;
 mod narration;
 mod openapi;
 mod otel_pipeline;
+mod reconcile;
+mod sampling;
+mod shedding;
 mod simulate;
+mod stated_time;

@@ -78,6 +78,19 @@
     document.querySelector('#card-today [data-field="compare"]').textContent = compare;
   }
 
+  // Attempts the service counted against the rows its spans became (lost in transit).
+  function renderRecording(r) {
+    const card = $("card-recording");
+    card.querySelector('[data-field="counted"]').textContent = fmt.format(r.counted);
+    card.querySelector('[data-field="recorded"]').textContent = fmt.format(r.recorded);
+    card.querySelector('[data-field="missing"]').textContent =
+      fmt.format(r.missing) + " (" + pct(r.missing_share) + ")";
+    card.dataset.incomplete = String(r.incomplete);
+    card.querySelector('[data-field="verdict"]').textContent = r.incomplete
+      ? "incomplete: attempts were lost on their way to ClickHouse"
+      : "complete: every counted attempt is on record";
+  }
+
   let lastDaily = null;
   function renderChart(daily) {
     lastDaily = daily;
@@ -196,10 +209,11 @@
 
   async function refresh() {
     try {
-      const [o, d, b, r] = await Promise.all([
+      const [o, d, b, r, rec] = await Promise.all([
         getJson("/v1/stats/overview"), getJson("/v1/stats/daily?days=14"),
-        getJson("/v1/stats/breakdown?days=14"), getJson("/v1/stats/recent?days=14")]);
-      renderCards(o); renderChart(d);
+        getJson("/v1/stats/breakdown?days=14"), getJson("/v1/stats/recent?days=14"),
+        getJson("/v1/stats/recording")]);
+      renderCards(o); renderChart(d); renderRecording(rec);
       renderBreakdown("by-source", b.by_source); renderBreakdown("by-endpoint", b.by_endpoint);
       renderRecent(r);
       $("stats-error").textContent = "";
