@@ -570,7 +570,7 @@ def test_port_in_use_fails_fast(tmp_path):
         port = sock.getsockname()[1]
         started = time.monotonic()
         result = subprocess.run(
-            [sys.executable, SERVER, "--port", str(port), "--data-dir", str(tmp_path / "d")],
+            [sys.executable, SERVER, "--port", str(port), "--data-dir", str(tmp_path / "d"), "--local-only"],
             capture_output=True, text=True, timeout=30,
         )
     assert result.returncode != 0
