@@ -152,9 +152,9 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the request body may not have been consumed
             status = self._send_error(ClickHouseError(1001, "STD_EXCEPTION", f"{type(exc).__name__}: {exc}"), query_id)
         LOG.info(
-            "request method=%s path=%s status=%d duration_ms=%.1f user=%s query_id=%s query=%s",
-            self.command, url.path, status, (time.monotonic() - started) * 1000, log["user"], query_id,
-            json.dumps(log["sql"][:200]),
+            "request method=%s path=%s status=%d duration_ms=%.1f user=%s content_encoding=%s query_id=%s query=%s",
+            self.command, url.path, status, (time.monotonic() - started) * 1000, log["user"],
+            self.headers.get("Content-Encoding", "-") or "-", query_id, json.dumps(log["sql"][:200]),
         )
 
     def _has_body(self) -> bool:

@@ -217,6 +217,11 @@ _REFUSED_VERBS = {b"BACKUP", b"RESTORE"}
 _SYSTEM_ALLOWED = {b"FLUSH", b"SYNC", b"DROP", b"STOP", b"START", b"WAIT"}
 
 
+# A name after these is a table, view or dictionary being named (CREATE TABLE url (...),
+# INSERT INTO file (col)), not a function call (INSERT INTO FUNCTION file(...) still is).
+_OBJECT_NAME_AFTER = {b"TABLE", b"INTO", b"DICTIONARY", b"VIEW", b"EXISTS", b"."}
+
+
 def _refused_function(name: str) -> bool:
     lowered = name.lower()
     return lowered in _REFUSED_FUNCTIONS or lowered.startswith(_REFUSED_PREFIXES)
@@ -240,7 +245,8 @@ def check_allowed(sql: bytes) -> None:
     for i, token in enumerate(toks):
         nxt = toks[i + 1] if i + 1 < len(toks) else None
         if token.kind in ("word", "quoted_id") and nxt is not None:
-            if nxt.text == b"(" and _refused_function(token.name):
+            before = toks[i - 1].upper if i else b""
+            if nxt.text == b"(" and before not in _OBJECT_NAME_AFTER and _refused_function(token.name):
                 raise access_denied(
                     f"{token.name}() reads or writes outside the database (files, URLs, other servers) and is "
                     "not allowed over HTTP on this dev server"
