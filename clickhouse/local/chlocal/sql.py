@@ -15,9 +15,15 @@ from dataclasses import dataclass
 
 from .errors import ClickHouseError, access_denied
 
-_WORD_RE = re.compile(rb"[A-Za-z_$\x80-\xff][A-Za-z0-9_$\x80-\xff]*")
-_NUMBER_RE = re.compile(rb"[0-9](?:[eEpP][+-]|[0-9A-Za-z_.])*|\.[0-9](?:[eEpP][+-]|[0-9A-Za-z_.])*")
-_SPACE = b" \t\n\r\f\v"
+# Words are ASCII here. ClickHouse also skips Unicode whitespace (U+00A0 and the like) between
+# tokens, so every non-ASCII byte outside a literal counts as whitespace: `file\u00a0(` is
+# still file followed by "(". Numbers stop where ClickHouse's may go on into a word
+# (`1abc` is one identifier there): splitting a token can only refuse more, never less.
+_WORD_RE = re.compile(rb"[A-Za-z_$][A-Za-z0-9_$]*")
+_NUMBER_RE = re.compile(
+    rb"0[xX][0-9A-Fa-f]+|0[bB][01]+|[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?"
+)
+_SPACE = b" \t\n\r\f\v" + bytes(range(0x80, 0x100))
 _OPERATORS = (b"==", b"!=", b"<>", b"<=", b">=", b"||", b"::", b"->", b"=>")
 _HEREDOC_RE = re.compile(rb"\$([A-Za-z0-9_]*)\$")
 

@@ -196,6 +196,10 @@ REFUSED = [
     "SELECT $$ ' $$, file('/etc/passwd') -- '",
     "SELECT /* /* */ ' */ 1, file('/etc/passwd') -- '",
     "SELECT 1 # comment\n, file('/etc/passwd')",
+    "SELECT\u00a0file('/etc/passwd')",  # ClickHouse skips Unicode whitespace between tokens
+    "SELECT file\u00a0('/etc/passwd')",
+    "SELECT \"file\"('/etc/passwd')",
+    "SELECT 1abc, file('/etc/passwd')",
 ]
 
 
@@ -225,6 +229,7 @@ ALLOWED = [
     ("SELECT $$file('/etc/passwd')$$", b"file(\\'/etc/passwd\\')\n"),
     ("SELECT count() FROM (SELECT 1 AS s3) WHERE s3 = 1", b"1\n"),
     ("SELECT URLHierarchy('http://a/b')", b"['http://a/','http://a/b']\n"),
+    ("SELECT 'é' AS file, 0x1F AS url", b"\xc3\xa9\t31\n"),
 ]
 
 
