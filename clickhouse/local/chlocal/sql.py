@@ -223,8 +223,11 @@ _REFUSED_VERBS = {b"BACKUP", b"RESTORE"}
 _SYSTEM_ALLOWED = {b"FLUSH", b"SYNC", b"DROP", b"STOP", b"START", b"WAIT"}
 
 
-# A name after these is a table, view or dictionary being named (CREATE TABLE url (...),
-# INSERT INTO file (col)), not a function call (INSERT INTO FUNCTION file(...) still is).
+# In these statements a name after these words is a table, view or dictionary being named
+# (CREATE TABLE url (...), INSERT INTO file (col)): checked against the engine, a table
+# function cannot stand there (INSERT INTO FUNCTION file(...) is still refused). Elsewhere
+# it can: DESCRIBE TABLE file(...) reads the file.
+_NAMING_VERBS = {b"CREATE", b"ATTACH", b"INSERT", b"REPLACE"}
 _OBJECT_NAME_AFTER = {b"TABLE", b"INTO", b"DICTIONARY", b"VIEW", b"EXISTS", b"."}
 
 
@@ -252,7 +255,8 @@ def check_allowed(sql: bytes) -> None:
         nxt = toks[i + 1] if i + 1 < len(toks) else None
         if token.kind in ("word", "quoted_id") and nxt is not None:
             before = toks[i - 1].upper if i else b""
-            if nxt.text == b"(" and before not in _OBJECT_NAME_AFTER and _refused_function(token.name):
+            naming = verb in _NAMING_VERBS and before in _OBJECT_NAME_AFTER
+            if nxt.text == b"(" and not naming and _refused_function(token.name):
                 raise access_denied(
                     f"{token.name}() reads or writes outside the database (files, URLs, other servers) and is "
                     "not allowed over HTTP on this dev server"

@@ -200,6 +200,9 @@ REFUSED = [
     "SELECT file\u00a0('/etc/passwd')",
     "SELECT \"file\"('/etc/passwd')",
     "SELECT 1abc, file('/etc/passwd')",
+    "DESCRIBE TABLE file('/etc/passwd', 'CSVWithNames')",  # schema inference reads the file
+    "DESCRIBE url('http://127.0.0.1:1/x.csv')",
+    "CREATE TABLE copy AS file('/etc/passwd', 'LineAsString')",
 ]
 
 
