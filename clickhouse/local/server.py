@@ -17,7 +17,6 @@ import ipaddress
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 
