@@ -310,6 +310,8 @@ class Handler(BaseHTTPRequestHandler):
         return request, _session_args(params)
 
     def _check_request(self, request: QueryRequest, params: dict[str, str], get: bool, user: str) -> None:
+        if params.get("role"):
+            raise ClickHouseError(511, "UNKNOWN_ROLE", f"There is no role `{params['role']}` (this dev server has no roles)")
         insert = split_insert(request.sql)
         check_allowed(insert.head if insert is not None else request.sql)
         for name in request.settings:

@@ -213,6 +213,12 @@ def test_same_query_id_twice_at_once(server):
     assert request(server.port, body=b"SELECT 1", params={"query_id": "dup"})[0] == 200
 
 
+def test_roles_are_not_supported(server):
+    status, headers, body = request(server.port, body=b"SELECT 1", params={"role": "admin"})
+    assert (status, headers["x-clickhouse-exception-code"]) == (404, "511")
+    assert body.startswith(b"Code: 511. DB::Exception: There is no role `admin` (this dev server has no roles). (UNKNOWN_ROLE)")
+
+
 def test_identifier_parameters(server, q):
     table = unique("ident")
     q(f"CREATE TABLE {table} (a UInt8) ENGINE=Memory")
