@@ -27,7 +27,7 @@ from .encoding import choose_response_encoding, decode_body, encode_body
 from .engine import DEFAULT_SESSION_TIMEOUT, FORCED_SETTINGS, MAX_SESSION_TIMEOUT, Engine, QueryRequest, QueryResult
 from .errors import ClickHouseError, access_denied, too_large
 from .framing import compress_frames, decompress_frames
-from .sql import REFUSED_SETTINGS, check_allowed, check_readonly, check_setting_change, split_insert
+from .sql import REFUSED_SETTINGS, check_allowed, check_insert_data, check_readonly, check_setting_change, split_insert
 
 LOG = logging.getLogger("clickhouse-local")
 
@@ -314,6 +314,10 @@ class Handler(BaseHTTPRequestHandler):
             raise ClickHouseError(511, "UNKNOWN_ROLE", f"There is no role `{params['role']}` (this dev server has no roles)")
         insert = split_insert(request.sql)
         check_allowed(insert.head if insert is not None else request.sql)
+        if insert is not None:
+            check_insert_data(insert.fmt, insert.data)
+        for table in request.external:
+            check_insert_data(table.fmt, table.data)
         for name in request.settings:
             if name.lower() in REFUSED_SETTINGS:
                 raise access_denied(f"Setting {name} names a file and is not allowed over HTTP on this dev server")

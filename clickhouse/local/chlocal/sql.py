@@ -272,6 +272,20 @@ def check_allowed(sql: bytes) -> None:
             raise access_denied("ATTACH ... FROM 'path' is not allowed over HTTP on this dev server")
 
 
+# Any of the refused names, anywhere (a fast pre-check of insert data before lexing it).
+_REFUSED_NAME_RE = re.compile(
+    b"|".join(re.escape(name.encode()) for name in sorted(_REFUSED_FUNCTIONS | set(_REFUSED_PREFIXES))), re.I
+)
+
+
+def check_insert_data(fmt: str, data: bytes) -> None:
+    """The Values format evaluates expressions in its data (input_format_values_interpret_expressions):
+    ``INSERT INTO t FORMAT Values (file('/etc/passwd'))`` would read the file. Other formats hold no
+    expressions."""
+    if fmt.lower() == "values" and _REFUSED_NAME_RE.search(data):
+        check_allowed(data)
+
+
 # --------------------------------------------------------------------------
 # readonly, as clickhouse-server defines it
 # --------------------------------------------------------------------------

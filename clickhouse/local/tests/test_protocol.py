@@ -253,6 +253,11 @@ def test_external_data(server, q):
     status, headers, _ = request(server.port, body=body, params={"query": "SELECT 1", "bare_structure": "a String) ENGINE=File(CSV"},
                                  headers={"Content-Type": content_type})
     assert (status, headers["x-clickhouse-exception-code"]) == (400, "36")
+    content_type, body = _multipart({"v": b"(file('/etc/passwd'))"})  # Values evaluates expressions
+    status, headers, _ = request(server.port, body=body, params={"query": "SELECT * FROM v", "v_structure": "s String",
+                                                                 "v_format": "Values"},
+                                 headers={"Content-Type": content_type})
+    assert (status, headers["x-clickhouse-exception-code"]) == (403, "497")
 
 
 # --------------------------------------------------------------------------

@@ -220,6 +220,15 @@ def test_refused_in_insert_values_and_query_parameters(server, q):
     q(f"CREATE TABLE {table} (s String) ENGINE=Memory")
     assert_error(request(server.port, body=f"INSERT INTO {table} VALUES (file('/etc/passwd'))".encode()), 403, 497,
                  "ACCESS_DENIED")
+    # the Values format evaluates expressions in its data, whether after FORMAT or in a body
+    assert_error(request(server.port, body=f"INSERT INTO {table} FORMAT Values ('x'), (file('/etc/passwd'))".encode()),
+                 403, 497, "ACCESS_DENIED")
+    assert_error(request(server.port, body=b"(FILE /**/ ('/etc/passwd'))",
+                         params={"query": f"INSERT INTO {table} FORMAT Values"}), 403, 497, "ACCESS_DENIED")
+    status, _, body = request(server.port, body=b"('url'), (concat('file', '(x)'))",
+                              params={"query": f"INSERT INTO {table} FORMAT Values"})
+    assert status == 200, body  # names inside strings are data
+    assert q(f"SELECT s FROM {table} ORDER BY s") == b"file(x)\nurl\n"
     assert_error(request(server.port, body=b"SELECT * FROM file({p:String}, 'LineAsString')",
                          params={"param_p": "/etc/passwd"}), 403, 497, "ACCESS_DENIED")
 
