@@ -320,7 +320,7 @@ class Handler(BaseHTTPRequestHandler):
             check_insert_data(table.fmt, table.data)
         for name in request.settings:
             if name.lower() in REFUSED_SETTINGS:
-                raise access_denied(f"Setting {name} names a file and is not allowed over HTTP on this dev server")
+                raise access_denied(f"Setting {name} is not allowed over HTTP on this dev server (it names files or changes the SQL dialect)")
         level = _readonly_level(params, get)
         if level:
             check_readonly(request.sql, level, user)

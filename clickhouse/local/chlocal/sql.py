@@ -213,10 +213,11 @@ _REFUSED_PREFIXES = (
     "s3", "hdfs", "azure", "iceberg", "deltalake", "hudi", "paimon", "mysql", "postgres", "materializedpostgresql",
     "materializedmysql", "mongo", "arrowflight", "ytsaurus", "prometheus",
 )
-# Settings that name files (or schema registries) the engine would read or write.
+# Settings that name files (or schema registries) the engine would read or write, and the
+# dialect (another dialect's syntax is not what the lexer here checks).
 REFUSED_SETTINGS = {
     "format_schema", "format_template_resultset", "format_template_row", "output_format_schema",
-    "format_avro_schema_registry_url", "format_schema_source",
+    "format_avro_schema_registry_url", "format_schema_source", "dialect",
 }
 # Statements that read or write outside the data directory, or stop the engine.
 _REFUSED_VERBS = {b"BACKUP", b"RESTORE"}
@@ -262,7 +263,7 @@ def check_allowed(sql: bytes) -> None:
                     "not allowed over HTTP on this dev server"
                 )
             if nxt.text == b"=" and token.name.lower() in REFUSED_SETTINGS:
-                raise access_denied(f"Setting {token.name} names a file and is not allowed over HTTP on this dev server")
+                raise access_denied(f"Setting {token.name} is not allowed over HTTP on this dev server (it names files or changes the SQL dialect)")
         if token.kind == "word" and nxt is not None and nxt.kind == "word":
             pair = (token.upper, nxt.upper)
             follows = toks[i + 2] if i + 2 < len(toks) else None

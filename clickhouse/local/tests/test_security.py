@@ -213,6 +213,8 @@ def test_refused_features(server, sql):
 
 def test_refused_setting_in_url(server):
     assert_error(request(server.port, body=b"SELECT 1", params={"format_schema": "/etc/passwd"}), 403, 497, "ACCESS_DENIED")
+    assert_error(request(server.port, body=b"SELECT 1", params={"dialect": "kusto"}), 403, 497, "ACCESS_DENIED")
+    assert_error(request(server.port, body=b"SET dialect = 'kusto'"), 403, 497, "ACCESS_DENIED")
 
 
 def test_refused_in_insert_values_and_query_parameters(server, q):
