@@ -160,7 +160,6 @@ class _ChdbSession:
             "written_rows": result.rows_written(),
             "written_bytes": result.bytes_written(),
             "total_rows_to_read": result.rows_read(),
-            "result_rows": 0,
             "result_bytes": len(body),
             "elapsed_ns": time.monotonic_ns() - start,
         }
