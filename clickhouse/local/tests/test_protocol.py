@@ -283,8 +283,8 @@ def test_read_during_long_insert_answers_at_once(server, q):
     _timed(server.port, f"SELECT count() FROM {table}", results, "read")
     writer.join()
     assert results["insert"][0] == 200 and results["insert"][2] >= 1.9
-    assert results["read"][:2] == (200, b"0\n")  # before the insert finished
-    assert results["read"][2] < 0.5
+    assert results["read"][:2] == (200, b"0\n")  # answered before the insert finished
+    assert results["read"][2] < 1.0  # the insert had 1.7 s to go
 
 
 def test_queued_inserts_do_not_starve_reads(tmp_path):
@@ -304,22 +304,23 @@ def test_queued_inserts_do_not_starve_reads(tmp_path):
         for writer in writers:
             writer.join()
         assert results["read"][:2] == (200, b"1\n")
-        assert results["read"][2] < 0.5
-        assert sorted(round(results[f"w{i}"][2]) for i in range(3)) == [2, 4, 6]  # the writes took turns
+        assert results["read"][2] < 1.0  # the queued writes had 5.5 s to go
+        took = sorted(results[f"w{i}"][2] for i in range(3))
+        assert took[0] >= 1.9 and took[1] >= 3.9 and took[2] >= 5.9, took  # the writes took turns
     finally:
         server.kill()
 
 
 def test_concurrent_reads_overlap(server):
     results = {}
-    threads = [threading.Thread(target=_timed, args=(server.port, "SELECT sleep(0.5)", results, i)) for i in range(4)]
+    threads = [threading.Thread(target=_timed, args=(server.port, "SELECT sleep(1)", results, i)) for i in range(4)]
     started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert all(results[i][0] == 200 for i in range(4))
-    assert time.monotonic() - started < 1.5  # serialised, they would take 2 s
+    assert time.monotonic() - started < 2.5  # serialised, they would take 4 s
 
 
 def test_chunked_body_with_encoding(server, q):
