@@ -87,7 +87,9 @@ impl OwnClickHouse {
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .args(["--user", "default", "--log-level", "warning"])
+            .arg("--local-only") // no password: loopback only
             .env_remove("LEADLAB_CH_PASSWORD")
+            .env_remove("LEADLAB_CH_LOCAL_ONLY")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,8 +1,6 @@
 """Tests for the dev/CI ClickHouse HTTP server (clickhouse/local/server.py).
 
-Every request goes over real HTTP to a server subprocess; the LZ4 framing
-helpers here are written independently of the server's so that a codec bug
-cannot agree with itself.
+Every request goes over real HTTP to a server subprocess (helpers in support.py).
 """
 
 from __future__ import annotations
@@ -22,145 +20,10 @@ import sys
 import threading
 import time
 import urllib.parse
-import uuid
 
-import lz4.block
 import pytest
-from clickhouse_cityhash.cityhash import CityHash128
 
-SERVER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "server.py")
-USER = "default"
-PASSWORD = "s3cret"
-AUTH = {"X-ClickHouse-User": USER, "X-ClickHouse-Key": PASSWORD}
-
-
-# --------------------------------------------------------------------------
-# Server process helpers
-# --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
-    def __init__(self, data_dir: str, password: str = PASSWORD):
-        self.port = free_port()
-        self.data_dir = data_dir
-        self.log_path = os.path.join(os.path.dirname(data_dir), f"server-{self.port}.log")
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, SERVER, "--port", str(self.port), "--data-dir", data_dir, "--password", password],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {open(self.log_path).read()}")
-            try:
-                if request(self.port, "GET", "/ping", auth=False)[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not become ready")
-
-    def stop(self, sig=signal.SIGTERM) -> int:
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=15)
-        finally:
-            self.log.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
-def request(port, method="POST", path="/", body=None, params=None, headers=None, auth=True, conn=None):
-    """One HTTP request; returns (status, headers dict with lower-case names, body bytes)."""
-    url = path + ("?" + urllib.parse.urlencode(params) if params else "")
-    all_headers = dict(AUTH if auth else {}, **(headers or {}))
-    own = conn is None
-    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request(method, url, body=body, headers=all_headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-    finally:
-        if own:
-            conn.close()
-
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    proc = ServerProcess(str(tmp_path_factory.mktemp("ch") / "data"))
-    yield proc
-    proc.kill()
-
-
-@pytest.fixture
-def q(server):
-    """Run SQL (POST) and return the body; fails the test on a non-200 answer."""
-
-    def run(sql, body=None, **params):
-        return _post(server.port, sql, body, params)[2]
-
-    return run
-
-
-def _post(port, sql, body, params):
-    if body is None:
-        status, headers, data = request(port, body=sql.encode(), params=params)
-    else:
-        status, headers, data = request(port, body=body, params=dict(params, query=sql))
-    assert status == 200, data.decode(errors="replace")
-    return status, headers, data
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-# --------------------------------------------------------------------------
-# Independent ClickHouse LZ4 framing and RowBinary helpers
-# --------------------------------------------------------------------------
-
-
-def frame_block(raw: bytes, method: int = 0x82) -> bytes:
-    payload = lz4.block.compress(raw, store_size=False) if method == 0x82 else raw
-    header = bytes([method]) + struct.pack("<I", 9 + len(payload)) + struct.pack("<I", len(raw))
-    value = CityHash128(header + payload)
-    checksum = (value >> 64).to_bytes(8, "little") + (value & (2**64 - 1)).to_bytes(8, "little")
-    return checksum + header + payload
-
-
-def unframe(data: bytes) -> bytes:
-    out, pos = b"", 0
-    while pos < len(data):
-        size, raw_size = struct.unpack_from("<II", data, pos + 17)
-        block = data[pos + 16:pos + 16 + size]
-        value = CityHash128(block)
-        assert data[pos:pos + 16] == (value >> 64).to_bytes(8, "little") + (value & (2**64 - 1)).to_bytes(8, "little")
-        assert block[0] == 0x82
-        out += lz4.block.decompress(block[9:], uncompressed_size=raw_size)
-        pos += 16 + size
-    return out
-
-
-def rb_string(value: str) -> bytes:
-    raw = value.encode()
-    assert len(raw) < 128
-    return bytes([len(raw)]) + raw
-
+from support import AUTH, PASSWORD, SERVER, USER, ServerProcess, frame_block, post, rb_string, request, unframe, unique
 
 # --------------------------------------------------------------------------
 # Endpoints, query text, read-only GET
@@ -181,7 +44,7 @@ def test_get_query_and_readonly(server):
     assert status == 500
     assert headers["x-clickhouse-exception-code"] == "164"
     assert body.startswith(b"Code: 164. DB::Exception: default: Cannot execute query in readonly mode. (READONLY)")
-    assert _post(server.port, f"EXISTS TABLE {table}", None, {})[2] == b"0\n"
+    assert post(server.port, f"EXISTS TABLE {table}", None, {})[2] == b"0\n"
 
 
 def test_query_param_and_body_are_joined_with_newline(server):
@@ -207,9 +70,9 @@ def test_rowbinary_insert_and_typed_select(server, q):
     rows = b"".join(
         struct.pack("<Q", i) + rb_string(f"n{i}") + struct.pack("<q", 1_700_000_000_123_456_789 + i) for i in range(3)
     )
-    _, headers, _ = _post(server.port, f"INSERT INTO {table} (id, name, ts) FORMAT RowBinary", rows, {})
+    _, headers, _ = post(server.port, f"INSERT INTO {table} (id, name, ts) FORMAT RowBinary", rows, {})
     assert json.loads(headers["x-clickhouse-summary"])["written_rows"] == "3"
-    _, headers, body = _post(server.port, f"SELECT id, name FROM {table} WHERE id = 2 FORMAT RowBinaryWithNamesAndTypes", None, {})
+    _, headers, body = post(server.port, f"SELECT id, name FROM {table} WHERE id = 2 FORMAT RowBinaryWithNamesAndTypes", None, {})
     assert body == b"\x02\x02id\x04name\x06UInt64\x06String" + struct.pack("<Q", 2) + rb_string("n2")
     assert headers["content-type"] == "application/octet-stream"
     assert headers["x-clickhouse-format"] == "RowBinaryWithNamesAndTypes"
@@ -220,13 +83,13 @@ def test_select_formats_and_default_format(server, q):
     table = unique("fmt")
     q(f"CREATE TABLE {table} (a UInt64, s String) ENGINE=MergeTree ORDER BY a")
     q(f"INSERT INTO {table} VALUES (1, 'x'), (2, 'y')")
-    _, headers, body = _post(server.port, f"SELECT * FROM {table} ORDER BY a FORMAT JSONEachRow", None, {})
+    _, headers, body = post(server.port, f"SELECT * FROM {table} ORDER BY a FORMAT JSONEachRow", None, {})
     assert body == b'{"a":1,"s":"x"}\n{"a":2,"s":"y"}\n'
     assert headers["content-type"] == "application/json; charset=UTF-8"
     doc = json.loads(q(f"SELECT * FROM {table} ORDER BY a FORMAT JSON"))
     assert doc["data"] == [{"a": 1, "s": "x"}, {"a": 2, "s": "y"}]
     assert doc["meta"] == [{"name": "a", "type": "UInt64"}, {"name": "s", "type": "String"}]
-    _, headers, body = _post(server.port, f"SELECT * FROM {table} ORDER BY a", None, {"default_format": "TabSeparatedWithNames"})
+    _, headers, body = post(server.port, f"SELECT * FROM {table} ORDER BY a", None, {"default_format": "TabSeparatedWithNames"})
     assert body == b"a\ts\n1\tx\n2\ty\n"
     assert headers["x-clickhouse-format"] == "TabSeparatedWithNames"
     assert headers["content-type"] == "text/tab-separated-values; charset=UTF-8"
@@ -268,7 +131,7 @@ def test_http_only_params_are_not_settings(server, q):
         "wait_end_of_query": "1", "session_timeout": "60", "buffer_size": "1000", "http_max_field_value_size": "1",
         "max_execution_time": "5", "query_id": "my-query-id", "compress": "0", "enable_http_compression": "0",
     }
-    _, headers, body = _post(server.port, "SELECT 42", None, params)
+    _, headers, body = post(server.port, "SELECT 42", None, params)
     assert body == b"42\n"
     assert headers["x-clickhouse-query-id"] == "my-query-id"
     assert headers["x-clickhouse-timezone"]
@@ -540,8 +403,8 @@ def test_restart_keeps_data_and_signals_exit_cleanly(tmp_path):
     data_dir = str(tmp_path / "data")
     first = ServerProcess(data_dir)
     try:
-        _post(first.port, "CREATE TABLE kept (a UInt32) ENGINE=MergeTree ORDER BY a", None, {})
-        _post(first.port, "INSERT INTO kept FORMAT TabSeparated", b"1\n2\n", {})
+        post(first.port, "CREATE TABLE kept (a UInt32) ENGINE=MergeTree ORDER BY a", None, {})
+        post(first.port, "INSERT INTO kept FORMAT TabSeparated", b"1\n2\n", {})
         idle = http.client.HTTPConnection("127.0.0.1", first.port, timeout=30)
         assert request(first.port, body=b"SELECT 1", conn=idle)[0] == 200  # an idle keep-alive connection stays open
         in_flight = []
@@ -557,7 +420,7 @@ def test_restart_keeps_data_and_signals_exit_cleanly(tmp_path):
         first.kill()
     second = ServerProcess(data_dir)
     try:
-        assert _post(second.port, "SELECT sum(a) FROM kept", None, {})[2] == b"3\n"
+        assert post(second.port, "SELECT sum(a) FROM kept", None, {})[2] == b"3\n"
         assert second.stop(signal.SIGINT) == 0
     finally:
         second.kill()
@@ -570,7 +433,7 @@ def test_port_in_use_fails_fast(tmp_path):
         port = sock.getsockname()[1]
         started = time.monotonic()
         result = subprocess.run(
-            [sys.executable, SERVER, "--port", str(port), "--data-dir", str(tmp_path / "d")],
+            [sys.executable, SERVER, "--port", str(port), "--data-dir", str(tmp_path / "d"), "--local-only"],
             capture_output=True, text=True, timeout=30,
         )
     assert result.returncode != 0
