@@ -18,8 +18,8 @@ use uuid::Uuid;
 use super::facts::{self, FactsQuery};
 use super::narrate::{Narration, NarrationInput, narrate};
 use super::ollama::OllamaClient;
-use super::records::{Records, RunRow, RunStatus, SummaryRow, Trigger};
 use super::recording;
+use super::records::{Records, RunRow, RunStatus, SummaryRow, Trigger};
 use super::{Finding, detect};
 use crate::config::Settings;
 

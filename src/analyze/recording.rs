@@ -99,7 +99,10 @@ pub async fn fetch(
 fn by_instance(rows: &[CountedRow]) -> Vec<(&str, Vec<&CountedRow>)> {
     let mut grouped: Vec<(&str, Vec<&CountedRow>)> = Vec::new();
     for row in rows {
-        match grouped.iter_mut().find(|(instance, _)| *instance == row.instance) {
+        match grouped
+            .iter_mut()
+            .find(|(instance, _)| *instance == row.instance)
+        {
             Some((_, rows)) => rows.push(row),
             None => grouped.push((&row.instance, vec![row])),
         }

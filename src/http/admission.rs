@@ -29,7 +29,12 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(max_in_flight: usize, admin_token: &str, limits: BodyLimits, ingest: Arc<Ingest>) -> Self {
+    pub fn new(
+        max_in_flight: usize,
+        admin_token: &str,
+        limits: BodyLimits,
+        ingest: Arc<Ingest>,
+    ) -> Self {
         Self {
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
             admin_token: admin_token.into(),
@@ -75,7 +80,10 @@ fn route_kind(path: &str) -> RouteKind<'_> {
         "/v1/leads" => RouteKind::Ingest(IngestEndpoint::Leads, None),
         "/v1/leads/batch" => RouteKind::Ingest(IngestEndpoint::Batch, None),
         _ => {
-            if let Some(form) = path.strip_prefix("/v1/forms/").filter(|id| !id.contains('/')) {
+            if let Some(form) = path
+                .strip_prefix("/v1/forms/")
+                .filter(|id| !id.contains('/'))
+            {
                 RouteKind::Ingest(IngestEndpoint::Forms, Some(form))
             } else if path.starts_with("/v1/analyses") || path.starts_with("/v1/summaries") {
                 RouteKind::Admin
@@ -182,7 +190,9 @@ impl<E> AdmissionEndpoint<E> {
 
 fn has_body(req: &Request) -> bool {
     !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        || req.header(header::CONTENT_LENGTH).is_some_and(|len| len != "0")
+        || req
+            .header(header::CONTENT_LENGTH)
+            .is_some_and(|len| len != "0")
         || req.header(header::TRANSFER_ENCODING).is_some()
 }
 
@@ -194,9 +204,10 @@ fn problem(status: StatusCode, message: &str, close: bool) -> Response {
         .content_type("application/json")
         .body(json!({ "message": message }).to_string());
     if close {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
     }
     response
 }
@@ -233,7 +244,10 @@ mod tests {
         ));
         assert!(matches!(route_kind("/v1/forms/a/b"), RouteKind::Other));
         assert!(matches!(route_kind("/v1/analyses/42"), RouteKind::Admin));
-        assert!(matches!(route_kind("/v1/summaries/2026-01-01"), RouteKind::Admin));
+        assert!(matches!(
+            route_kind("/v1/summaries/2026-01-01"),
+            RouteKind::Admin
+        ));
         assert!(matches!(route_kind("/v1/stats/overview"), RouteKind::Other));
     }
 

@@ -95,7 +95,11 @@ impl LeadsApi {
         body: Unparsed<LeadRequest>,
     ) -> SubmitResponse {
         let verdict = ingest
-            .submit_lead(&Credentials::from_headers(headers), peer_ip(peer), body.body)
+            .submit_lead(
+                &Credentials::from_headers(headers),
+                peer_ip(peer),
+                body.body,
+            )
             .await;
         SubmitResponse::from_verdict(&verdict)
     }
@@ -127,7 +131,11 @@ impl LeadsApi {
         body: Unparsed<BatchRequest>,
     ) -> BatchResponse {
         match ingest
-            .submit_batch(&Credentials::from_headers(headers), peer_ip(peer), body.body)
+            .submit_batch(
+                &Credentials::from_headers(headers),
+                peer_ip(peer),
+                body.body,
+            )
             .await
         {
             Ok(verdicts) => BatchResponse::Ok(Json(BatchReply::new(&verdicts))),

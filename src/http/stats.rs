@@ -511,7 +511,10 @@ impl StatsApi {
 }
 
 impl StatsApi {
-    async fn read_recording(&self, now: DateTime<Utc>) -> clickhouse::error::Result<RecordingToday> {
+    async fn read_recording(
+        &self,
+        now: DateTime<Utc>,
+    ) -> clickhouse::error::Result<RecordingToday> {
         let today = midnight(now.date_naive());
         let tomorrow = today + chrono::Duration::days(1);
         let recording =

@@ -212,9 +212,19 @@ mod tests {
     #[test]
     fn another_page_or_submitter_is_not_a_duplicate() {
         let dedup = index();
-        let _first = dedup.reserve(key("ann@example.com", "/pricing"), t(0)).unwrap();
-        assert!(dedup.reserve(key("ann@example.com", "/checkout"), t(1)).is_ok());
-        assert!(dedup.reserve(key("bob@example.com", "/pricing"), t(1)).is_ok());
+        let _first = dedup
+            .reserve(key("ann@example.com", "/pricing"), t(0))
+            .unwrap();
+        assert!(
+            dedup
+                .reserve(key("ann@example.com", "/checkout"), t(1))
+                .is_ok()
+        );
+        assert!(
+            dedup
+                .reserve(key("bob@example.com", "/pricing"), t(1))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -249,15 +259,27 @@ mod tests {
             .poll(&mut std::task::Context::from_waker(waker));
         assert_eq!(dedup.len(), 1);
         drop(request);
-        assert!(dedup.reserve(k, t(1)).is_ok(), "the retry is not a duplicate");
+        assert!(
+            dedup.reserve(k, t(1)).is_ok(),
+            "the retry is not a duplicate"
+        );
     }
 
     #[test]
     fn the_idempotency_key_is_the_same_for_the_same_lead_only() {
         let a = key("ann@example.com", "/pricing");
-        assert_eq!(a.idempotency_key(), key("ann@example.com", "/pricing").idempotency_key());
-        assert_ne!(a.idempotency_key(), key("ann@example.com", "/demo").idempotency_key());
-        assert_ne!(a.idempotency_key(), key("bob@example.com", "/pricing").idempotency_key());
+        assert_eq!(
+            a.idempotency_key(),
+            key("ann@example.com", "/pricing").idempotency_key()
+        );
+        assert_ne!(
+            a.idempotency_key(),
+            key("ann@example.com", "/demo").idempotency_key()
+        );
+        assert_ne!(
+            a.idempotency_key(),
+            key("bob@example.com", "/pricing").idempotency_key()
+        );
         assert_eq!(a.idempotency_key().len(), 32);
         assert!(!a.idempotency_key().contains("ann"));
     }
@@ -274,7 +296,10 @@ mod tests {
     fn expired_entries_are_swept() {
         let mut dedup = index();
         dedup.sweep_every = 2;
-        dedup.reserve(key("a@example.com", "/p"), t(0)).unwrap().confirm();
+        dedup
+            .reserve(key("a@example.com", "/p"), t(0))
+            .unwrap()
+            .confirm();
         dedup
             .reserve(key("b@example.com", "/p"), t(10_000))
             .unwrap()

@@ -202,7 +202,12 @@ impl Ingest {
 
     /// A fresh record, attributed to the source the request's key speaks for until the
     /// body names one.
-    fn record(&self, endpoint: Endpoint, form_id: Option<String>, caller: &Caller<'_>) -> Record<'_> {
+    fn record(
+        &self,
+        endpoint: Endpoint,
+        form_id: Option<String>,
+        caller: &Caller<'_>,
+    ) -> Record<'_> {
         let mut record = Record::new(self, endpoint, form_id);
         if let Some(source) = caller.key_source() {
             record.source = source.to_owned();
@@ -213,7 +218,12 @@ impl Ingest {
     /// What is decided before the body is read: requests without a valid key are
     /// limited by address (nothing of theirs is read or parsed past the limit), and a
     /// stated event time must be well-formed, vouched for and within bounds.
-    fn admit(&self, record: &mut Record<'_>, caller: &Caller<'_>, peer: Option<IpAddr>) -> Result<(), Ending> {
+    fn admit(
+        &self,
+        record: &mut Record<'_>,
+        caller: &Caller<'_>,
+        peer: Option<IpAddr>,
+    ) -> Result<(), Ending> {
         if !caller.has_valid_key() {
             let address = address_key(peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
             if let Err(wait) = self.keyless.check(&address, self.keyless_limit, Utc::now()) {
@@ -231,7 +241,11 @@ impl Ingest {
 
     /// Moves the record to the time `X-Submitted-At` states, when its simulator key
     /// vouches for the record's source.
-    fn apply_stated_time(&self, record: &mut Record<'_>, caller: &Caller<'_>) -> Result<(), Ending> {
+    fn apply_stated_time(
+        &self,
+        record: &mut Record<'_>,
+        caller: &Caller<'_>,
+    ) -> Result<(), Ending> {
         let stated = caller.stated.map_err(|MalformedStatedTime| {
             Ending::rejected(
                 Reason::InvalidField,

@@ -112,7 +112,11 @@ impl<K: Hash + Eq + Clone> Generations<K> {
     }
 }
 
-fn take(bucket: &mut Bucket, limit: RateLimitSettings, at: DateTime<Utc>) -> Result<(), RetryAfter> {
+fn take(
+    bucket: &mut Bucket,
+    limit: RateLimitSettings,
+    at: DateTime<Utc>,
+) -> Result<(), RetryAfter> {
     // Events may arrive slightly out of order; time never runs backwards for a bucket.
     let elapsed = (at - bucket.updated).to_std().unwrap_or_default();
     if at > bucket.updated {

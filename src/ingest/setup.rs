@@ -53,9 +53,7 @@ impl Ingest {
             hasher: SubmitterHasher::new(&settings.ingest.submitter_secret),
             unknown_fields: settings.ingest.unknown_fields,
             batch_max_leads: settings.http.batch_max_leads,
-            stated_history: chrono::Duration::days(i64::from(
-                settings.schema.submissions_ttl_days,
-            )),
+            stated_history: chrono::Duration::days(i64::from(settings.schema.submissions_ttl_days)),
             service_name: settings.otel.service_name.clone(),
             tracer,
             metrics,

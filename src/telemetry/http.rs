@@ -380,8 +380,14 @@ mod tests {
 
     #[test]
     fn id_segments_become_parameters() {
-        assert_eq!(template_of_path("/v1/forms/abc"), Some("/v1/forms/{form_id}"));
-        assert_eq!(template_of_path("/v1/analyses/42"), Some("/v1/analyses/{id}"));
+        assert_eq!(
+            template_of_path("/v1/forms/abc"),
+            Some("/v1/forms/{form_id}")
+        );
+        assert_eq!(
+            template_of_path("/v1/analyses/42"),
+            Some("/v1/analyses/{id}")
+        );
         assert_eq!(
             template_of_path("/v1/summaries/2025-01-31"),
             Some("/v1/summaries/{day}")
@@ -407,12 +413,18 @@ mod tests {
         let harness = Harness::new();
         let app = make_sync(|_| StatusCode::NOT_FOUND).with(harness.middleware());
         let cli = TestClient::new(app);
-        cli.request(poem::http::Method::from_bytes(b"XYZZY").unwrap(), "/v1/forms/a/b/c")
-            .send()
-            .await
-            .assert_status(StatusCode::NOT_FOUND);
+        cli.request(
+            poem::http::Method::from_bytes(b"XYZZY").unwrap(),
+            "/v1/forms/a/b/c",
+        )
+        .send()
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
         let span = harness.span("_OTHER (unmatched)");
-        assert_eq!(attribute(&span, "http.request.method"), Some("_OTHER".into()));
+        assert_eq!(
+            attribute(&span, "http.request.method"),
+            Some("_OTHER".into())
+        );
     }
 
     #[test]

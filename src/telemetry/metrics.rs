@@ -171,7 +171,14 @@ mod tests {
         let ms = Duration::from_millis;
         metrics.record_submission("site", "/v1/leads", "accepted", "", false, ms(3));
         metrics.record_submission("site", "/v1/leads", "accepted", "", false, ms(40));
-        metrics.record_submission("site", "/v1/leads", "rejected", "invalid_payload", true, ms(1));
+        metrics.record_submission(
+            "site",
+            "/v1/leads",
+            "rejected",
+            "invalid_payload",
+            true,
+            ms(1),
+        );
         metrics.record_delivery("site", "delivered", ms(120));
 
         let exported = collect(&provider, &exporter);

@@ -2,8 +2,8 @@
 //! own service name (so its telemetry is told apart in the shared `otel` tables), its
 //! own keys and, when a test needs one, a fake CRM.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lead_lab::config::{

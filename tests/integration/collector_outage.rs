@@ -32,9 +32,14 @@ impl OwnCollector {
     }
 
     async fn resume(&mut self) {
-        let child = rotel_command(&self.stack.clickhouse, self.grpc, self.http, self.dir.path())
-            .spawn()
-            .expect("rotel starts");
+        let child = rotel_command(
+            &self.stack.clickhouse,
+            self.grpc,
+            self.http,
+            self.dir.path(),
+        )
+        .spawn()
+        .expect("rotel starts");
         self.child = Some(child);
         let grpc = self.grpc;
         eventually(

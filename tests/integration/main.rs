@@ -6,8 +6,8 @@ mod fake_ollama;
 mod support;
 
 mod analyzer;
-mod attribution;
 mod analyzer_facts;
+mod attribution;
 mod clickhouse_http;
 mod collector_outage;
 mod compose;

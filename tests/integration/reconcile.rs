@@ -32,21 +32,33 @@ async fn spans_lost_on_the_way_are_counted_in_the_facts_the_report_and_the_conso
             .map(|i| lead("quiz", &format!("/quiz/lossy/{b}/{i}")))
             .collect();
         let answer = app
-            .post_json("/v1/leads/batch", Some(&app.keys.quiz), &json!({ "leads": leads }))
+            .post_json(
+                "/v1/leads/batch",
+                Some(&app.keys.quiz),
+                &json!({ "leads": leads }),
+            )
             .await;
         assert_eq!(answer.status(), 200);
     }
     let attempts = BATCHES * PER_BATCH;
 
     // The console, while the service runs: its stats read the counter and the rows.
-    let recording = eventually("the counter of every attempt", Duration::from_secs(30), || async {
-        let stats = app.get_json("/v1/stats/recording", None).await;
-        (stats["counted"] == json!(attempts)).then_some(stats)
-    })
+    let recording = eventually(
+        "the counter of every attempt",
+        Duration::from_secs(30),
+        || async {
+            let stats = app.get_json("/v1/stats/recording", None).await;
+            (stats["counted"] == json!(attempts)).then_some(stats)
+        },
+    )
     .await;
     let recorded = recording["recorded"].as_u64().unwrap();
     assert!(recorded < attempts, "spans were dropped: {recording}");
-    assert_eq!(recording["missing"], json!(attempts - recorded), "{recording}");
+    assert_eq!(
+        recording["missing"],
+        json!(attempts - recorded),
+        "{recording}"
+    );
     assert_eq!(recording["incomplete"], json!(true));
     let page = dom(&app.url("/?refresh=0"), 1440, 900, 10_000).await;
     let card = "data-card=\"recording\"";
@@ -65,8 +77,14 @@ async fn spans_lost_on_the_way_are_counted_in_the_facts_the_report_and_the_conso
         .env_remove("LEADLAB_CONFIG")
         .env("LEADLAB_CLICKHOUSE_URL", &app.stack.clickhouse.url)
         .env("LEADLAB_CLICKHOUSE_USER", &app.stack.clickhouse.user)
-        .env("LEADLAB_CLICKHOUSE_PASSWORD", &app.stack.clickhouse.password)
-        .env("LEADLAB_CLICKHOUSE_DATABASE", &app.stack.clickhouse.database)
+        .env(
+            "LEADLAB_CLICKHOUSE_PASSWORD",
+            &app.stack.clickhouse.password,
+        )
+        .env(
+            "LEADLAB_CLICKHOUSE_DATABASE",
+            &app.stack.clickhouse.database,
+        )
         .env("LEADLAB_OTEL_SERVICE_NAME", &app.service)
         .env("LEADLAB_OTEL_ENABLED", "false")
         .env("LEADLAB_OLLAMA_URL", "http://127.0.0.1:9")
@@ -79,7 +97,9 @@ async fn spans_lost_on_the_way_are_counted_in_the_facts_the_report_and_the_conso
     let summary = &report["summary"];
     let missing = attempts - recorded;
     let note = format!("{missing} of {attempts} counted attempts");
-    let completeness = summary["scope"]["data_completeness"].as_str().unwrap_or_default();
+    let completeness = summary["scope"]["data_completeness"]
+        .as_str()
+        .unwrap_or_default();
     assert!(completeness.contains(&note), "{completeness}");
     assert!(
         summary["confidence_reasons"].to_string().contains(&note),

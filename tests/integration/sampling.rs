@@ -51,7 +51,10 @@ async fn post_under_parent(app: &TestApp, flag: &str) -> String {
         .http
         .post(app.url("/v1/leads"))
         .bearer_auth(&app.keys.quiz)
-        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-{flag}"))
+        .header(
+            "traceparent",
+            format!("00-{trace_id}-00f067aa0ba902b7-{flag}"),
+        )
         .json(&lead("quiz", "/quiz/sampled"))
         .send()
         .await
@@ -86,7 +89,10 @@ async fn a_head_sampling_client_still_leaves_every_attempt_on_record() {
             .bind(&app.service);
         async move {
             logged(query.fetch_all::<Traced>().await).filter(|t: &Vec<Traced>| {
-                t.iter().filter(|t| t.names.contains(&"lead.submit".to_owned())).count() >= 6
+                t.iter()
+                    .filter(|t| t.names.contains(&"lead.submit".to_owned()))
+                    .count()
+                    >= 6
             })
         }
     })
@@ -96,8 +102,16 @@ async fn a_head_sampling_client_still_leaves_every_attempt_on_record() {
         assert_eq!(trace.names, ["lead.submit"], "flag 00: only the record");
     }
     let trace = traces.iter().find(|t| t.trace_id == sampled).unwrap();
-    assert_eq!(trace.names, ["POST /v1/leads", "lead.submit"], "flag 01: all");
-    assert_eq!(rows_of(&app, 6).await.len(), 6, "six rows in lead_submissions");
+    assert_eq!(
+        trace.names,
+        ["POST /v1/leads", "lead.submit"],
+        "flag 01: all"
+    );
+    assert_eq!(
+        rows_of(&app, 6).await.len(),
+        6,
+        "six rows in lead_submissions"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -105,14 +119,17 @@ async fn at_ratio_zero_every_attempt_is_recorded_and_no_request_span_exported() 
     let mut app = TestApp::spawn_with(|s| s.otel.trace_sample_ratio = 0.0).await;
     for page in ["/a", "/b", "/c", "/d"] {
         expect(
-            app.post_lead(Some(&app.keys.quiz), &lead("quiz", page)).await,
+            app.post_lead(Some(&app.keys.quiz), &lead("quiz", page))
+                .await,
             201,
             "accepted",
             None,
         )
         .await;
     }
-    let refused = app.post_lead(Some(&app.keys.quiz), &json!({"name": 1})).await;
+    let refused = app
+        .post_lead(Some(&app.keys.quiz), &json!({"name": 1}))
+        .await;
     assert_eq!(refused.status(), 400);
     app.stop().await;
     let names = span_names(&app, 5).await;
@@ -188,8 +205,18 @@ async fn attempts_refused_before_their_body_is_read_name_their_source() {
         rows,
         [
             row("quiz", "", "", "invalid_payload"),
-            row("web_form", "/pricing", "pricing-contact", "payload_too_large"),
-            row("web_form", "/pricing", "pricing-contact", "unsupported_media_type"),
+            row(
+                "web_form",
+                "/pricing",
+                "pricing-contact",
+                "payload_too_large"
+            ),
+            row(
+                "web_form",
+                "/pricing",
+                "pricing-contact",
+                "unsupported_media_type"
+            ),
         ]
     );
 }
@@ -205,10 +232,21 @@ async fn junk_methods_and_paths_share_a_bounded_set_of_names_and_series() {
             2 => format!("/v1/analyses/{i}"),
             _ => format!("/v1/leads/{i}"),
         };
-        let answer = app.http.request(method, app.url(&path)).send().await.unwrap();
-        assert!(answer.status().is_client_error(), "{path}: {}", answer.status());
+        let answer = app
+            .http
+            .request(method, app.url(&path))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            answer.status().is_client_error(),
+            "{path}: {}",
+            answer.status()
+        );
     }
-    let real = app.post_lead(Some(&app.keys.quiz), &lead("quiz", "/quiz/real")).await;
+    let real = app
+        .post_lead(Some(&app.keys.quiz), &lead("quiz", "/quiz/real"))
+        .await;
     assert_eq!(real.status(), 201);
     app.stop().await;
 

@@ -43,7 +43,8 @@ async fn until_closed(stream: &mut TcpStream, within: Duration) -> Option<String
         }
     })
     .await;
-    read.ok().map(|()| String::from_utf8_lossy(&answer).into_owned())
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&answer).into_owned())
 }
 
 fn keyless_flood_body(i: u64) -> Value {
@@ -68,7 +69,8 @@ async fn a_keyless_flood_cannot_amplify_or_push_valid_leads_off_the_record() {
             while Instant::now() < deadline {
                 i += 1;
                 let request = if i % 2 == 0 {
-                    http.post(format!("{base}/v1/leads/batch")).json(&keyless_flood_body(i))
+                    http.post(format!("{base}/v1/leads/batch"))
+                        .json(&keyless_flood_body(i))
                 } else {
                     http.post(format!("{base}/v1/leads"))
                         .json(&lead("quiz", &format!("/attacker/{i}")))
@@ -94,7 +96,10 @@ async fn a_keyless_flood_cannot_amplify_or_push_valid_leads_off_the_record() {
     }
     app.stop().await;
     let flood = flood_requests.load(Ordering::Relaxed);
-    assert!(flood >= 10 * valid, "the flood ({flood}) is at least 10× the valid traffic ({valid})");
+    assert!(
+        flood >= 10 * valid,
+        "the flood ({flood}) is at least 10× the valid traffic ({valid})"
+    );
     let statuses = statuses.lock().unwrap().clone();
     assert!(
         statuses.iter().all(|s| [401, 429].contains(s)),
@@ -127,9 +132,15 @@ async fn a_keyless_flood_cannot_amplify_or_push_valid_leads_off_the_record() {
     })
     .await;
     assert_eq!(tally.accepted, valid, "every accepted lead is on record");
-    assert_eq!(tally.keyless, flood, "one record per keyless request, batches included");
+    assert_eq!(
+        tally.keyless, flood,
+        "one record per keyless request, batches included"
+    );
     assert!(tally.keyless_batches <= flood / 2 + 4, "{tally:?}");
-    assert!(tally.pages <= 2, "only pages the service decided: {tally:?}");
+    assert!(
+        tally.pages <= 2,
+        "only pages the service decided: {tally:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -159,18 +170,25 @@ async fn stalled_clients_are_cut_off_while_health_answers() {
     }
     took.sort();
     assert!(
-        took[took.len() / 2] < Duration::from_millis(100) && took[took.len() - 1] < Duration::from_secs(1),
+        took[took.len() / 2] < Duration::from_millis(100)
+            && took[took.len() - 1] < Duration::from_secs(1),
         "healthz while 300 clients stall: {took:?}"
     );
 
     let header_cut = until_closed(&mut stalled_head, Duration::from_secs(5)).await;
-    assert!(header_cut.is_some(), "a stalled header is closed within the header timeout");
+    assert!(
+        header_cut.is_some(),
+        "a stalled header is closed within the header timeout"
+    );
     for stream in &mut stalled_bodies {
         let answer = until_closed(stream, Duration::from_secs(5))
             .await
             .expect("a stalled body is answered and closed within the body timeout");
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
         assert!(answer.contains("request_timeout"), "{answer}");
     }
     app.stop().await;
@@ -189,7 +207,10 @@ async fn admin_bodies_are_bounded_and_need_the_token_first() {
         let answer = until_closed(&mut stream, Duration::from_secs(5))
             .await
             .expect("answered at once and closed");
-        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
         assert!(answer.contains("\"message\""), "{answer}");
     }
     // A chunked admin body, without a length, is cut off at the limit too (16 KiB here).
@@ -227,7 +248,11 @@ async fn past_the_in_flight_cap_attempts_are_shed_and_still_recorded() {
             .http
             .post(app.url("/v1/leads"))
             .bearer_auth(&app.keys.quiz)
-            .json(&with(lead("quiz", "/quiz/slow"), "company", json!("crm-slow")));
+            .json(&with(
+                lead("quiz", "/quiz/slow"),
+                "company",
+                json!("crm-slow"),
+            ));
         slow.push(tokio::spawn(request.send()));
     }
     let hits = crm.hits.clone();
@@ -237,10 +262,16 @@ async fn past_the_in_flight_cap_attempts_are_shed_and_still_recorded() {
     })
     .await;
     let shed = app
-        .post_json("/v1/leads", Some(&app.keys.quiz), &lead("quiz", "/quiz/shed"))
+        .post_json(
+            "/v1/leads",
+            Some(&app.keys.quiz),
+            &lead("quiz", "/quiz/shed"),
+        )
         .await;
     assert_eq!(
-        shed.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()),
+        shed.headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned()),
         Some("1".to_owned())
     );
     expect(shed, 503, "failed", Some("overloaded")).await;
@@ -278,12 +309,18 @@ async fn past_the_connection_cap_new_connections_wait_for_a_free_place() {
         fourth.get(app.url("/healthz")).send(),
     )
     .await;
-    assert!(waiting.is_err(), "a fourth connection is not served while three are open");
+    assert!(
+        waiting.is_err(),
+        "a fourth connection is not served while three are open"
+    );
     drop(held.pop());
-    let served = tokio::time::timeout(Duration::from_secs(5), fourth.get(app.url("/healthz")).send())
-        .await
-        .expect("served once a place is free")
-        .unwrap();
+    let served = tokio::time::timeout(
+        Duration::from_secs(5),
+        fourth.get(app.url("/healthz")).send(),
+    )
+    .await
+    .expect("served once a place is free")
+    .unwrap();
     assert_eq!(served.status(), 200);
     drop(held);
     app.stop().await;

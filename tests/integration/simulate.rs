@@ -29,7 +29,9 @@ pub async fn lab(crm_port: u16) -> TestApp {
         s.rate_limit = shipped.rate_limit;
         s.delivery.kind = DeliveryKind::Webhook;
         s.delivery.url = format!("http://127.0.0.1:{crm_port}/leads");
-        s.delivery.timeout_ms = 300;
+        // Far below the fake CRM's slow answers (2.5 s), far above a normal answer on a
+        // loaded 2-core machine: whether a delivery times out is the scenario's doing.
+        s.delivery.timeout_ms = 1_000;
         s.delivery.max_attempts = 1;
     })
     .await
@@ -49,7 +51,7 @@ pub async fn backfill(
         seed,
         target: app.base.clone(),
         crm_listen: Some(format!("127.0.0.1:{crm_port}")),
-        crm_slow: Duration::from_millis(1_000),
+        crm_slow: Duration::from_millis(2_500),
         show_progress: false,
     };
     let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();

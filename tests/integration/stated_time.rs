@@ -17,7 +17,13 @@ use crate::support::{eventually, logged, unique_name};
 
 const ARRIVAL: Duration = Duration::from_secs(30);
 
-async fn stated(app: &TestApp, key: &str, sim_key: &str, at: &str, body: &Value) -> reqwest::Response {
+async fn stated(
+    app: &TestApp,
+    key: &str,
+    sim_key: &str,
+    at: &str,
+    body: &Value,
+) -> reqwest::Response {
     app.http
         .post(app.url("/v1/leads"))
         .bearer_auth(key)
@@ -91,7 +97,10 @@ async fn stated_times_out_of_bounds_or_unvouched_are_refused() {
     })
     .await;
     assert_eq!(replayed, 1);
-    assert!((23..=25).contains(&days_ago), "recorded at the stated time, {days_ago} h ago");
+    assert!(
+        (23..=25).contains(&days_ago),
+        "recorded at the stated time, {days_ago} h ago"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -107,13 +116,33 @@ async fn replayed_history_cannot_throttle_or_dedupe_live_leads() {
         assert_eq!(answer.status().as_u16(), status);
     }
     // ...and its live bucket is untouched.
-    let answer = app.post_lead(Some(&k.limited), &lead("quiz", "/quiz/bot/live")).await;
+    let answer = app
+        .post_lead(Some(&k.limited), &lead("quiz", "/quiz/bot/live"))
+        .await;
     expect(answer, 201, "accepted", None).await;
     // The same lead replayed and then sent live is not a duplicate of itself.
     let same = lead("quiz", "/quiz/same");
-    expect(stated(&app, &k.quiz, &k.simulator, &an_hour_ago, &same).await, 201, "accepted", None).await;
-    expect(app.post_lead(Some(&k.quiz), &same).await, 201, "accepted", None).await;
-    expect(app.post_lead(Some(&k.quiz), &same).await, 409, "rejected", Some("duplicate")).await;
+    expect(
+        stated(&app, &k.quiz, &k.simulator, &an_hour_ago, &same).await,
+        201,
+        "accepted",
+        None,
+    )
+    .await;
+    expect(
+        app.post_lead(Some(&k.quiz), &same).await,
+        201,
+        "accepted",
+        None,
+    )
+    .await;
+    expect(
+        app.post_lead(Some(&k.quiz), &same).await,
+        409,
+        "rejected",
+        Some("duplicate"),
+    )
+    .await;
     app.stop().await;
 }
 
@@ -125,7 +154,11 @@ async fn a_retry_after_a_cut_off_delivery_is_neither_a_duplicate_nor_a_second_cr
         s.delivery.timeout_ms = 5_000;
     })
     .await;
-    let body = with(lead("quiz", "/quiz/impatient"), "company", json!("crm-slow-once"));
+    let body = with(
+        lead("quiz", "/quiz/impatient"),
+        "company",
+        json!("crm-slow-once"),
+    );
     // The client gives up while the CRM is still working on the lead: its request
     // future is dropped inside the service.
     let impatient = reqwest::Client::builder()
@@ -145,7 +178,10 @@ async fn a_retry_after_a_cut_off_delivery_is_neither_a_duplicate_nor_a_second_cr
 
     let keys = crm.idempotency_keys();
     assert_eq!(keys.len(), 2, "two deliveries: {keys:?}");
-    assert_eq!(keys[0], keys[1], "one idempotency key: the CRM keeps one lead");
+    assert_eq!(
+        keys[0], keys[1],
+        "one idempotency key: the CRM keeps one lead"
+    );
     assert_eq!(keys[0].len(), 32);
 
     let client = app.stack.client();
@@ -156,5 +192,9 @@ async fn a_retry_after_a_cut_off_delivery_is_neither_a_duplicate_nor_a_second_cr
         async move { logged(query.fetch_all::<String>().await).filter(|r| r.len() >= 2) }
     })
     .await;
-    assert_eq!(reasons, ["client_closed", ""], "the cut-off attempt is recorded too");
+    assert_eq!(
+        reasons,
+        ["client_closed", ""],
+        "the cut-off attempt is recorded too"
+    );
 }
