@@ -52,6 +52,9 @@ enum Mode {
     Get,
     /// POST {url}/v1/leads with a valid, unique lead.
     Lead,
+    /// An attacker without a key: batches of 100 leads and single leads, every one
+    /// with a page of its own (docs/reliability.md, threat model).
+    Flood,
 }
 
 #[derive(Parser, Clone)]
@@ -198,6 +201,27 @@ impl Shared {
                     .post(format!("{}/v1/leads", self.args.url))
                     .bearer_auth(key)
                     .json(&body)
+            }
+            Mode::Flood => {
+                let lead = |i: u64| {
+                    json!({
+                        "name": "Flood Lead",
+                        "email": format!("{}-{n}-{i}@flood.example.com", self.args.tag),
+                        "source": KEYS[(n % KEYS.len() as u64) as usize].0,
+                        "page": format!("/attack/{n}/{i}"),
+                        "consent": true,
+                    })
+                };
+                if n.is_multiple_of(2) {
+                    let leads: Vec<_> = (0..100).map(lead).collect();
+                    self.http
+                        .post(format!("{}/v1/leads/batch", self.args.url))
+                        .json(&json!({ "leads": leads }))
+                } else {
+                    self.http
+                        .post(format!("{}/v1/leads", self.args.url))
+                        .json(&lead(0))
+                }
             }
         };
         let outcome = request.send().await;
@@ -395,7 +419,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut visibility = shared.visibility.lock().await.clone();
     visibility.sort_unstable();
     let report = json!({
-        "mode": match args.mode { Mode::Get => "get", Mode::Lead => "lead" },
+        "mode": match args.mode { Mode::Get => "get", Mode::Lead => "lead", Mode::Flood => "flood" },
         "target_rate": args.rate,
         "duration_s": elapsed,
         "requests": count,
@@ -403,6 +427,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "late": late,
         "statuses": tally.statuses,
         "rps": ok as f64 / elapsed,
+        "rps_all": count as f64 / elapsed,
         "p50_ms": ms(0.50),
         "p95_ms": ms(0.95),
         "p99_ms": ms(0.99),

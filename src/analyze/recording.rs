@@ -273,6 +273,44 @@ mod tests {
         assert!(recording.is_incomplete());
     }
 
+    fn a_report() -> Report {
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
+        let facts =
+            serde_json::json!({"completeness": {"status": "complete"}, "totals": {"attempts": 10}});
+        super::super::rules::report_from_rules(&facts, &[], day, "UTC")
+    }
+
+    #[test]
+    fn an_incomplete_record_is_named_in_the_report_and_caps_its_confidence() {
+        let mut report = a_report();
+        assert_eq!(report.confidence.level, ConfidenceLevel::High);
+        let recording = summarise(vec![instance("a", "quiz", 1_000, 900)]);
+        qualify(&mut report, &recording);
+        let note = "100 of 1000 counted attempts (10.00 %) are missing from the record.";
+        assert!(
+            report.scope.data_completeness.ends_with(note),
+            "{}",
+            report.scope.data_completeness
+        );
+        assert_eq!(report.confidence.level, ConfidenceLevel::Medium);
+        assert_eq!(
+            report.confidence.reasons.last().map(String::as_str),
+            Some(note)
+        );
+        report.validate().expect("still within the report's bounds");
+    }
+
+    #[test]
+    fn a_complete_record_leaves_the_report_alone() {
+        let mut report = a_report();
+        let before = report.clone();
+        qualify(
+            &mut report,
+            &summarise(vec![instance("a", "quiz", 1_000, 1_000)]),
+        );
+        assert_eq!(report, before);
+    }
+
     #[test]
     fn a_loss_up_to_a_tenth_of_a_percent_is_not_incomplete() {
         let recording = summarise(vec![instance("a", "quiz", 10_000, 9_990)]);

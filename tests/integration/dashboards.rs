@@ -913,7 +913,23 @@ async fn fill() -> (TimeRange, TimeRange) {
     let today = chrono::Utc::now().date_naive();
     let first_day = today - chrono::Days::new(BACKFILL_DAYS.into());
     let report = backfill(&app, &scenario, first_day, BACKFILL_DAYS, 1, crm).await;
-    let total = report.summary.total();
+    let mut total = report.summary.total();
+    landed(&app, total).await;
+    // A few live attempts too: the record-completeness panel compares what the service
+    // counted live with the rows of those attempts (replayed history is left out).
+    for i in 0..5 {
+        let lead = serde_json::json!({
+            "name": "Live Visitor",
+            "email": format!("live{i}-{}@example.test", uuid::Uuid::new_v4().simple()),
+            "source": "quiz",
+            "page": "/quiz/start",
+            "consent": true,
+        });
+        // Accepted, or downstream_error once the simulator's CRM is gone: recorded either way.
+        let status = app.post_lead(Some("demo-quiz-key"), &lead).await.status();
+        assert!([201, 502].contains(&status.as_u16()), "{status}");
+    }
+    total += 5;
     landed(&app, total).await;
 
     // Incident days (the scenario's day indexes 4, 5 and 6), so the runs have findings.

@@ -233,3 +233,82 @@ async fn the_rollups_take_in_older_submissions_once_and_newer_ones_as_they_come(
     insert_submissions(&db, 40).await;
     assert_eq!(rolled_up(&db).await, expected(340), "kept by the views");
 }
+
+/// Applies 0008 again as if for the first time (what an interrupted run's successor does).
+async fn forget_migration(db: &TestDatabase, version: u32) {
+    let sql = format!(
+        "ALTER TABLE {}.schema_migrations DELETE WHERE version = {version} SETTINGS mutations_sync = 2",
+        db.name
+    );
+    db.client().query(&sql).execute().await.unwrap();
+}
+
+async fn run_states(db: &TestDatabase) -> u64 {
+    let sql = format!("SELECT count() FROM {}.analysis_run_states", db.name);
+    db.client().query(&sql).fetch_one().await.unwrap()
+}
+
+#[tokio::test]
+async fn run_states_survive_merges_and_older_runs_move_over_once() {
+    let db = TestDatabase::migrated().await;
+    let client = db.client();
+    // A database from before 0008: run states in the old ReplacingMergeTree table.
+    client
+        .query(&format!("DROP TABLE {}.analysis_run_states", db.name))
+        .execute()
+        .await
+        .unwrap();
+    forget_migration(&db, 8).await;
+    let old_sql = lead_lab::store::migrate::MIGRATIONS
+        .iter()
+        .find(|m| m.version == 5)
+        .unwrap()
+        .sql;
+    let create_old = db
+        .target()
+        .render(5, old_sql)
+        .unwrap()
+        .split(';')
+        .find(|s| s.contains("analysis_runs"))
+        .unwrap()
+        .to_owned();
+    client.query(&create_old).execute().await.unwrap();
+    let insert = |table: &str, status: &str, ms: u32| {
+        format!(
+            "INSERT INTO {}.{table} (run_id, day, status, trigger, queued_at, updated_at) \
+             VALUES ('00000000-0000-0000-0000-000000000001', '2026-11-30', '{status}', 'manual', \
+                     now64(3), toDateTime64('2026-12-01 00:00:00', 3, 'UTC') + toIntervalMillisecond({ms}))",
+            db.name
+        )
+    };
+    for (status, ms) in [("queued", 0), ("running", 1)] {
+        client
+            .query(&insert("analysis_runs", status, ms))
+            .execute()
+            .await
+            .unwrap();
+    }
+
+    Migrator::new(&client, db.target()).run().await.unwrap();
+    assert_eq!(run_states(&db).await, 2, "both states moved over");
+    forget_migration(&db, 8).await;
+    Migrator::new(&client, db.target()).run().await.unwrap();
+    assert_eq!(
+        run_states(&db).await,
+        2,
+        "not copied twice when 0008 runs again"
+    );
+
+    client
+        .query(&insert("analysis_run_states", "succeeded", 2))
+        .execute()
+        .await
+        .unwrap();
+    let optimize = format!("OPTIMIZE TABLE {}.analysis_run_states FINAL", db.name);
+    client.query(&optimize).execute().await.unwrap();
+    assert_eq!(
+        run_states(&db).await,
+        3,
+        "merges keep every state of the run"
+    );
+}

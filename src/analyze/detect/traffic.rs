@@ -191,6 +191,39 @@ mod tests {
         assert!(rate_limit_bursts(&normal_day(), &DetectorSettings::default()).is_empty());
     }
 
+    fn with_recording(counted: u64, recorded: u64) -> DayFacts {
+        let mut facts = normal_day();
+        facts.recording = crate::analyze::recording::Recording {
+            counted,
+            recorded,
+            missing: counted - recorded,
+            missing_share: (counted - recorded) as f64 / counted as f64,
+            instances: Vec::new(),
+        };
+        facts
+    }
+
+    #[test]
+    fn attempts_missing_from_the_record_are_a_record_loss() {
+        let t = DetectorSettings::default();
+        let found = record_loss(&with_recording(1_000, 950), &t);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].severity, Severity::High);
+        assert_eq!(found[0].evidence["missing"], 50.0);
+        assert!(
+            found[0].summary.contains("50 of 1000"),
+            "{}",
+            found[0].summary
+        );
+        let small = record_loss(&with_recording(10_000, 9_980), &t);
+        assert_eq!(small[0].severity, Severity::Medium, "0.2 % is medium");
+        assert!(
+            record_loss(&with_recording(10_000, 9_995), &t).is_empty(),
+            "0.05 %"
+        );
+        assert!(record_loss(&normal_day(), &t).is_empty());
+    }
+
     #[test]
     fn a_crm_down_window_is_a_high_outage() {
         let mut facts = normal_day();
