@@ -320,6 +320,23 @@ impl FakeCrm {
         }
     }
 
+    /// Like [`FakeCrm::configure`], but waiting up to 5 s for an answer, so the 3 s of
+    /// `crm-slow` keep a delivery in flight instead of timing out.
+    pub fn configure_patient(&self, settings: &mut Settings) {
+        self.configure(settings);
+        settings.delivery.timeout_ms = 5_000;
+    }
+
+    /// Waits until the CRM has received `deliveries` (so a lead is inside the service).
+    pub async fn received(&self, deliveries: u32) {
+        let hits = self.hits.clone();
+        crate::support::eventually("deliveries at the CRM", Duration::from_secs(30), || {
+            let hits = hits.clone();
+            async move { (hits.load(Ordering::SeqCst) >= deliveries).then_some(()) }
+        })
+        .await;
+    }
+
     /// The `Idempotency-Key` of every delivery received, in order.
     pub fn idempotency_keys(&self) -> Vec<String> {
         self.keys.lock().unwrap().clone()

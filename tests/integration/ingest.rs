@@ -701,11 +701,7 @@ async fn health_readiness_spec_and_docs_are_served() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shutdown_lets_in_flight_requests_finish_and_flushes_their_spans() {
     let crm = FakeCrm::start().await;
-    let mut app = TestApp::spawn_with(|s| {
-        crm.configure(s);
-        s.delivery.timeout_ms = 5_000;
-    })
-    .await;
+    let mut app = TestApp::spawn_with(|s| crm.configure_patient(s)).await;
     let slow = with(lead("quiz", "/quiz/shutdown"), "company", json!("crm-slow"));
     let in_flight = tokio::spawn(
         app.http
@@ -716,12 +712,7 @@ async fn a_shutdown_lets_in_flight_requests_finish_and_flushes_their_spans() {
     );
     // Stop while the lead waits on the CRM (it answers after 3 s): once the CRM has the
     // delivery, the request is certainly inside the service.
-    let hits = crm.hits.clone();
-    eventually("the delivery to reach the CRM", ARRIVAL, || {
-        let hits = hits.clone();
-        async move { (hits.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(()) }
-    })
-    .await;
+    crm.received(1).await;
     app.stop().await;
     let response = in_flight
         .await

@@ -66,7 +66,7 @@ async fn stated_times_out_of_bounds_or_unvouched_are_refused() {
     field_error(stated(&app, &k.quiz, &k.simulator, &long_ago, &quiz()).await).await;
     field_error(stated(&app, &k.quiz, &k.simulator, "last tuesday", &quiz()).await).await;
     let in_body = with(quiz(), "submitted_at", json!(in_an_hour));
-    field_error(app.post_lead(Some(&k.simulator), &in_body).await).await;
+    field_error(stated(&app, &k.quiz, &k.simulator, "", &in_body).await).await;
     // A live key may not state a time at all, in a header or in the body.
     let live = app
         .http
@@ -149,11 +149,7 @@ async fn replayed_history_cannot_throttle_or_dedupe_live_leads() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retry_after_a_cut_off_delivery_is_neither_a_duplicate_nor_a_second_crm_lead() {
     let crm = FakeCrm::start().await;
-    let mut app = TestApp::spawn_with(|s| {
-        crm.configure(s);
-        s.delivery.timeout_ms = 5_000;
-    })
-    .await;
+    let mut app = TestApp::spawn_with(|s| crm.configure_patient(s)).await;
     let body = with(
         lead("quiz", "/quiz/impatient"),
         "company",

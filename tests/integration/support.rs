@@ -186,12 +186,18 @@ pub fn rotel_binary() -> PathBuf {
 }
 
 /// A rotel of a test's own, writing into `clickhouse` and configured as scripts/stack
-/// configures the shared one (synchronous inserts, lz4, no batching: see
+/// configures the shared one (synchronous inserts, lz4, batches that never fill: see
 /// docs/reliability.md), its pid file in `dir`.
 pub fn rotel_command(clickhouse: &ClickHouseSettings, grpc: u16, http: u16, dir: &Path) -> Command {
     let mut command = Command::new(rotel_binary());
     command
-        .args(["start", "--exporter", "clickhouse", "--disable-batching"])
+        .args([
+            "start",
+            "--exporter",
+            "clickhouse",
+            "--batch-max-size",
+            "262144",
+        ])
         .args(["--clickhouse-exporter-async-insert", "false"])
         .args(["--clickhouse-exporter-compression", "lz4"])
         .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
