@@ -102,7 +102,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     },
     SettingDoc {
         key: "http.header_read_timeout_ms",
-        default: "10000",
+        default: "30000",
         meaning: "a request's headers must arrive within this; also the idle keep-alive limit",
     },
     SettingDoc {

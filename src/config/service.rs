@@ -34,7 +34,7 @@ impl Default for HttpSettings {
             shutdown_grace_secs: 10,
             max_connections: 4_096,
             max_in_flight: 1_024,
-            header_read_timeout_ms: 10_000,
+            header_read_timeout_ms: 30_000,
             body_read_timeout_ms: 10_000,
         }
     }
