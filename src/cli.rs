@@ -88,7 +88,7 @@ pub enum Command {
     /// Analyse one day now, in this process, and print its report.
     ///
     /// Computes the day's facts from lead_submissions, runs the detectors, asks the model
-    /// (ollama.url) to narrate and checks the narration against the facts; without a
+    /// (llm.url, Ollama or OpenAI-compatible) to narrate and checks the narration against the facts; without a
     /// model the report comes from templates, marked generator = rules. The run and the
     /// report are stored like the service's (analysis_runs, ai_summaries).
     Analyze {

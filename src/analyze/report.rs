@@ -118,6 +118,12 @@ pub enum ReportError {
     },
     #[error("{field} is empty")]
     Empty { field: String },
+    #[error("{field} is {value:?}, which is not one of {allowed}")]
+    NotAllowed {
+        field: String,
+        value: String,
+        allowed: String,
+    },
 }
 
 impl Report {
@@ -164,6 +170,24 @@ impl Report {
             )?;
         }
         self.scope.validate()
+    }
+}
+
+impl Report {
+    /// What the grammar of a schema cannot enforce on every server: that the sources
+    /// covered are sources of the day (an enum-like string list). Servers that ignore
+    /// the schema's `enum`, or honour it loosely, are caught here.
+    pub fn validate_sources(&self, sources: &[String]) -> Result<(), ReportError> {
+        for (i, source) in self.scope.sources_covered.iter().enumerate() {
+            if !sources.contains(source) {
+                return Err(ReportError::NotAllowed {
+                    field: format!("scope.sources_covered[{i}]"),
+                    value: source.clone(),
+                    allowed: sources.join(", "),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -291,9 +315,40 @@ pub fn json_schema() -> Value {
     }))
 }
 
+/// [`json_schema`] with `scope.sources_covered` restricted to the day's sources, which
+/// a grammar can enforce (an `enum`); with no sources it is left free.
+pub fn json_schema_for(sources: &[String]) -> Value {
+    let mut schema = json_schema();
+    if !sources.is_empty() {
+        schema["properties"]["scope"]["properties"]["sources_covered"]["items"] =
+            json!({ "type": "string", "enum": sources });
+    }
+    schema
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sources_covered_are_limited_to_the_days_sources() {
+        let sources = vec!["quiz".to_owned(), "web_form".to_owned()];
+        let schema = json_schema_for(&sources);
+        assert_eq!(
+            schema["properties"]["scope"]["properties"]["sources_covered"]["items"]["enum"],
+            json!(["quiz", "web_form"])
+        );
+        assert_eq!(json_schema_for(&[]), json_schema());
+        let report = Report::parse(&sample().to_string()).expect("valid");
+        assert!(report.validate_sources(&sources).is_ok());
+        let err = report
+            .validate_sources(&["web_form".to_owned()])
+            .expect_err("quiz");
+        assert!(
+            err.to_string().contains("scope.sources_covered[0]"),
+            "{err}"
+        );
+    }
 
     pub(crate) fn sample() -> Value {
         json!({
