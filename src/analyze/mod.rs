@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod detect;
+pub mod eval;
 pub mod facts;
 pub mod finding;
 pub mod grounding;
