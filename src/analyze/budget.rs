@@ -23,7 +23,7 @@ use super::finding::Finding;
 pub struct Compacted {
     pub facts: Value,
     pub findings: Vec<Finding>,
-    /// One line per list or finding set that lost entries, e.g. `by_form: 3 of 40 entries`.
+    /// One line per list or finding set that lost entries, e.g. `by_form (3 of 40)`.
     pub left_out: Vec<String>,
 }
 
@@ -32,18 +32,31 @@ pub fn json_chars<T: serde::Serialize + ?Sized>(value: &T) -> usize {
     serde_json::to_string(value).map_or(usize::MAX, |text| text.len())
 }
 
-/// The facts and findings in at most `budget` characters of compact JSON (together), or
-/// as close as the scalar facts allow.
-pub fn compact(facts: &Value, findings: &[Finding], budget: usize) -> Compacted {
+/// Not even the scalar facts fit: the context is too small for this prompt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the day's scalar facts alone take {needed} characters, over the {budget} the model's context leaves for them"
+)]
+pub struct TooSmall {
+    pub needed: usize,
+    pub budget: usize,
+}
+
+/// The facts and findings in at most `budget` characters of compact JSON (together).
+pub fn compact(facts: &Value, findings: &[Finding], budget: usize) -> Result<Compacted, TooSmall> {
     if json_chars(facts) + json_chars(&findings) <= budget {
-        return Compacted {
+        return Ok(Compacted {
             facts: facts.clone(),
             findings: findings.to_vec(),
             left_out: Vec::new(),
-        };
+        });
     }
     let lists = lists_of(facts);
     let skeleton = with_lists(facts, &lists, |_, _| false);
+    let needed = json_chars(&skeleton) + 2;
+    if needed > budget {
+        return Err(TooSmall { needed, budget });
+    }
     let room = budget.saturating_sub(json_chars(&skeleton));
     let kept_findings = findings_within(findings, room);
     let names = subject_names(&kept_findings);
@@ -67,7 +80,7 @@ pub fn compact(facts: &Value, findings: &[Finding], budget: usize) -> Compacted 
     let mut left_out = Vec::new();
     if kept_findings.len() < findings.len() {
         left_out.push(format!(
-            "findings: {} of {} given (the least severe left out)",
+            "findings ({} of {}, the least severe left out)",
             kept_findings.len(),
             findings.len()
         ));
@@ -77,14 +90,14 @@ pub fn compact(facts: &Value, findings: &[Finding], budget: usize) -> Compacted 
             .and_then(Value::as_array)
             .map_or(0, Vec::len);
         if given < *len {
-            left_out.push(format!("{}: {given} of {len} entries", path.join(".")));
+            left_out.push(format!("{} ({given} of {len})", path.join(".")));
         }
     }
-    Compacted {
+    Ok(Compacted {
         facts: best,
         findings: kept_findings,
         left_out,
-    }
+    })
 }
 
 /// The most severe findings (they come sorted) whose JSON fits `room`.
@@ -223,7 +236,7 @@ mod tests {
     #[test]
     fn what_fits_is_left_alone() {
         let findings = [finding("form-49", Severity::High)];
-        let compacted = compact(&facts(), &findings, 1_000_000);
+        let compacted = compact(&facts(), &findings, 1_000_000).expect("fits");
         assert_eq!(compacted.facts, facts());
         assert_eq!(compacted.findings.len(), 1);
         assert!(compacted.left_out.is_empty());
@@ -233,7 +246,7 @@ mod tests {
     fn findings_and_the_entries_they_name_come_first_and_the_rest_is_listed() {
         let findings = [finding("form-49", Severity::High)];
         let budget = json_chars(&facts()) / 2;
-        let compacted = compact(&facts(), &findings, budget);
+        let compacted = compact(&facts(), &findings, budget).expect("fits");
         assert!(json_chars(&compacted.facts) + json_chars(&compacted.findings) <= budget);
         assert_eq!(compacted.findings.len(), 1);
         let forms = compacted.facts["by_form"].as_array().unwrap();
@@ -255,7 +268,7 @@ mod tests {
             compacted
                 .left_out
                 .iter()
-                .any(|line| line.starts_with("by_form: ") && line.ends_with(" of 50 entries")),
+                .any(|line| line.starts_with("by_form (") && line.ends_with(" of 50)")),
             "{:?}",
             compacted.left_out
         );
@@ -263,7 +276,7 @@ mod tests {
             compacted
                 .left_out
                 .iter()
-                .any(|line| line.starts_with("shape.hourly: "))
+                .any(|line| line.starts_with("shape.hourly ("))
         );
     }
 
@@ -279,12 +292,12 @@ mod tests {
             .collect();
         let skeleton = json_chars(&with_lists(&facts(), &lists_of(&facts()), |_, _| false));
         let budget = skeleton + json_chars(&&findings[..5]) + 10;
-        let compacted = compact(&facts(), &findings, budget);
+        let compacted = compact(&facts(), &findings, budget).expect("fits");
         assert_eq!(compacted.findings.len(), 5);
         assert_eq!(compacted.findings[..], findings[..5]);
         assert_eq!(
             compacted.left_out[0],
-            "findings: 5 of 40 given (the least severe left out)"
+            "findings (5 of 40, the least severe left out)"
         );
     }
 }

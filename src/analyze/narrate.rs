@@ -125,7 +125,7 @@ pub async fn narrate(
     let sources = source_names(input.facts);
     let mut request = ChatRequest {
         messages: prompt.messages,
-        format: Some(report::json_schema_for(&sources)),
+        format: Some(report::json_schema_for(&sources, max_output_tokens)),
         max_output_tokens,
     };
     let shown = Shown {
@@ -199,12 +199,17 @@ async fn call(
                 KeyValue::new("gen_ai.usage.input_tokens", i64::from(prompt_tokens)),
                 KeyValue::new("gen_ai.usage.output_tokens", i64::from(output_tokens)),
             ]);
-            parse(&answer.content, input, shown.sources)
-                .map(|report| (report, answer.model))
-                .map_err(|err| {
-                    mark_failed(&mut span, "invalid_report");
-                    Failure::BadOutput(err.to_string())
-                })
+            if let Some(err) = answer.stopped_early() {
+                mark_failed(&mut span, err.kind());
+                Err(failure(&err, request.max_output_tokens))
+            } else {
+                parse(&answer.content, input, shown.sources)
+                    .map(|report| (report, answer.model))
+                    .map_err(|err| {
+                        mark_failed(&mut span, "invalid_report");
+                        Failure::BadOutput(err.to_string())
+                    })
+            }
         }
         Err(err) => {
             mark_failed(&mut span, err.kind());

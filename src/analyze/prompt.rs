@@ -62,6 +62,8 @@ pub enum PromptError {
     PersonalData { what: &'static str, path: String },
     #[error("cannot serialize the findings: {0}")]
     Findings(String),
+    #[error("the model's context ({window} tokens) is too small for the day: {reason}")]
+    ContextTooSmall { window: usize, reason: String },
 }
 
 /// Tokens kept free beyond the prompt's estimate and the answer: the chat template's
@@ -105,7 +107,12 @@ pub fn build_within(
     let budget = user_tokens
         .saturating_mul(CHARS_PER_TOKEN)
         .saturating_sub(frame + LEFT_OUT_CHARS);
-    let shown = budget::compact(input.facts, input.findings, budget);
+    let shown = budget::compact(input.facts, input.findings, budget).map_err(|err| {
+        PromptError::ContextTooSmall {
+            window,
+            reason: err.to_string(),
+        }
+    })?;
     let user = user_message(
         input.day,
         input.time_zone,
@@ -322,7 +329,7 @@ mod tests {
         let tokens: usize = prompt.messages.iter().map(Message::estimated_tokens).sum();
         assert!(tokens + 1024 <= 4096, "{tokens} tokens");
         assert_eq!(prompt.shown.left_out.len(), 1);
-        assert!(prompt.shown.left_out[0].ends_with(" of 400 entries"));
+        assert!(prompt.shown.left_out[0].ends_with(" of 400)"));
         assert!(
             prompt.messages[1]
                 .content
@@ -332,6 +339,11 @@ mod tests {
         assert!(!prompt.messages[1].content.contains("\"form-399\""));
         let full = build_within(input(&facts, &[]), 1 << 20, 1024).expect("clean input");
         assert!(full.shown.left_out.is_empty());
+        let err = build_within(input(&facts, &[]), 1024, 256).expect_err("too small");
+        assert!(
+            matches!(err, PromptError::ContextTooSmall { window: 1024, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -315,15 +315,55 @@ pub fn json_schema() -> Value {
     }))
 }
 
-/// [`json_schema`] with `scope.sources_covered` restricted to the day's sources, which
-/// a grammar can enforce (an `enum`); with no sources it is left free.
-pub fn json_schema_for(sources: &[String]) -> Value {
+/// Answer budgets (tokens) at or below which the schema also bounds every text and list,
+/// so the grammar itself stops a small model before the budget: a 135M model otherwise
+/// rambles inside one string until it is cut off. Larger budgets keep the schema free of
+/// counted repetitions (see [`json_schema`]).
+pub const BOUNDED_ANSWER_TOKENS: u32 = 2048;
+
+/// [`json_schema`] for one day's narration: `scope.sources_covered` restricted to the
+/// day's sources, which a grammar can enforce (an `enum`; with no sources it is left
+/// free), and, for a small answer budget, lengths and list sizes that fit the budget
+/// (each at most the bound [`Report::validate`] enforces).
+pub fn json_schema_for(sources: &[String], answer_tokens: u32) -> Value {
     let mut schema = json_schema();
     if !sources.is_empty() {
         schema["properties"]["scope"]["properties"]["sources_covered"]["items"] =
             json!({ "type": "string", "enum": sources });
     }
+    if answer_tokens <= BOUNDED_ANSWER_TOKENS {
+        bound(&mut schema, answer_tokens);
+    }
     schema
+}
+
+/// Shares of the answer's characters per text (lists: per item, at most 3 items).
+fn bound(schema: &mut Value, answer_tokens: u32) {
+    // 2 characters a token, less a tenth for the JSON around the texts.
+    let chars = f64::from(answer_tokens) * 1.8;
+    let share = |part: f64, max: usize| ((chars * part) as usize).clamp(16, max);
+    let props = &mut schema["properties"];
+    for (field, part, max) in [
+        ("executive_summary", 0.2, MAX_SUMMARY_CHARS),
+        ("user_behavior", 0.15, MAX_SECTION_CHARS),
+        ("system_behavior", 0.15, MAX_SECTION_CHARS),
+    ] {
+        props[field]["maxLength"] = json!(share(part, max));
+    }
+    let signals = &mut props["misconfiguration_signals"];
+    signals["maxItems"] = json!(3);
+    signals["items"]["properties"]["signal"]["maxLength"] = json!(share(0.03, MAX_SIGNAL_CHARS));
+    signals["items"]["properties"]["evidence"]["maxLength"] =
+        json!(share(0.06, MAX_EVIDENCE_CHARS));
+    let reasons = &mut props["confidence"]["properties"]["reasons"];
+    reasons["maxItems"] = json!(3);
+    reasons["items"]["maxLength"] = json!(share(0.03, MAX_REASON_CHARS));
+    let scope = &mut props["scope"]["properties"];
+    scope["day"]["maxLength"] = json!(MAX_DAY_CHARS);
+    scope["time_zone"]["maxLength"] = json!(MAX_TIME_ZONE_CHARS);
+    scope["data_completeness"]["maxLength"] = json!(share(0.05, MAX_COMPLETENESS_CHARS));
+    scope["not_analysed"]["maxItems"] = json!(3);
+    scope["not_analysed"]["items"]["maxLength"] = json!(share(0.03, MAX_NOT_ANALYSED_CHARS));
 }
 
 #[cfg(test)]
@@ -333,12 +373,12 @@ mod tests {
     #[test]
     fn the_sources_covered_are_limited_to_the_days_sources() {
         let sources = vec!["quiz".to_owned(), "web_form".to_owned()];
-        let schema = json_schema_for(&sources);
+        let schema = json_schema_for(&sources, 3072);
         assert_eq!(
             schema["properties"]["scope"]["properties"]["sources_covered"]["items"]["enum"],
             json!(["quiz", "web_form"])
         );
-        assert_eq!(json_schema_for(&[]), json_schema());
+        assert_eq!(json_schema_for(&[], 3072), json_schema());
         let report = Report::parse(&sample().to_string()).expect("valid");
         assert!(report.validate_sources(&sources).is_ok());
         let err = report
@@ -474,6 +514,23 @@ mod tests {
             }
             other => panic!("{at}: unexpected schema type {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_small_answer_budget_bounds_every_text_within_the_validated_limits() {
+        let schema = json_schema_for(&[], 1024);
+        let props = &schema["properties"];
+        assert_eq!(props["executive_summary"]["maxLength"], 368);
+        assert_eq!(props["misconfiguration_signals"]["maxItems"], 3);
+        assert_eq!(
+            props["scope"]["properties"]["day"]["maxLength"],
+            MAX_DAY_CHARS
+        );
+        let tiny = json_schema_for(&[], 1);
+        assert_eq!(tiny["properties"]["user_behavior"]["maxLength"], 16);
+        let huge = json_schema_for(&[], BOUNDED_ANSWER_TOKENS);
+        let limit = huge["properties"]["executive_summary"]["maxLength"].as_u64();
+        assert!(limit <= Some(MAX_SUMMARY_CHARS as u64), "{limit:?}");
     }
 
     /// No counted repetitions for Ollama's grammar compiler (see [`json_schema`]).

@@ -230,7 +230,7 @@ async fn the_request_pins_ollamas_options_and_the_schema() {
     assert_eq!(body["keep_alive"], "10m");
     assert_eq!(
         body["format"],
-        report::json_schema_for(&["web_form".into(), "quiz".into()])
+        report::json_schema_for(&["web_form".into(), "quiz".into()], 3072)
     );
     assert_eq!(body["options"]["temperature"], 0.0);
     assert_eq!(body["options"]["seed"], 42);

@@ -172,6 +172,29 @@ pub struct ChatResponse {
     pub output_tokens: Option<u32>,
 }
 
+impl ChatResponse {
+    /// An answer that stopped for any reason but `stop` (e.g. `length`: it hit the
+    /// output limit) is unusable: its JSON is cut off.
+    pub fn stopped_early(&self) -> Option<LlmError> {
+        match self.done_reason.as_deref() {
+            Some("stop") => None,
+            other => Some(LlmError::DoneReason(other.unwrap_or("none").to_owned())),
+        }
+    }
+}
+
+/// The model the dev model server (llm/local/server.py) serves.
+pub const DEV_MODEL: &str = "smollm2:135m";
+
+/// What to say next to a report the dev model wrote: its words are not to be read as
+/// an analysis.
+pub fn dev_model_note(model: &str) -> Option<&'static str> {
+    (model == DEV_MODEL).then_some(
+        "written by the 135M dev model, which proves the plumbing, not the quality of a \
+         summary; point llm.url and llm.model at llama3.1:8b for real narration",
+    )
+}
+
 /// What the client learnt about the model before the first chat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelInfo {
@@ -281,18 +304,14 @@ impl LlmClient {
         self.max_output_tokens.min(window / 4).max(1)
     }
 
-    /// One non-streamed chat call. An answer that stopped for any reason but `stop`
-    /// (e.g. `length`: it hit the output limit) is an error: its JSON is cut off.
+    /// One non-streamed chat call. The answer may have stopped early (see
+    /// [`ChatResponse::stopped_early`]): its tokens were spent and are counted all the same.
     pub async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
         let window = self.context_window().await?;
-        let answer = match self.provider {
-            LlmProvider::Ollama => ollama::chat(self, request, window).await?,
-            LlmProvider::Openai => openai::chat(self, request).await?,
-        };
-        if let Some(reason) = answer.done_reason.as_deref().filter(|r| *r != "stop") {
-            return Err(LlmError::DoneReason(reason.to_owned()));
+        match self.provider {
+            LlmProvider::Ollama => ollama::chat(self, request, window).await,
+            LlmProvider::Openai => openai::chat(self, request).await,
         }
-        Ok(answer)
     }
 
     /// Whether the server serves the model. For Ollama a bare name matches `:latest`.
