@@ -18,4 +18,5 @@ mod migrate;
 mod narration;
 mod openapi;
 mod otel_pipeline;
+mod real_model;
 mod simulate;
