@@ -333,14 +333,20 @@ pub fn json_schema_for(sources: &[String], answer_tokens: u32) -> Value {
     }
     if answer_tokens <= BOUNDED_ANSWER_TOKENS {
         bound(&mut schema, answer_tokens);
+        if !sources.is_empty() {
+            // An enum alone lets a looping model repeat one source until it is cut off.
+            schema["properties"]["scope"]["properties"]["sources_covered"]["maxItems"] =
+                json!(sources.len());
+        }
     }
     schema
 }
 
 /// Shares of the answer's characters per text (lists: per item, at most 3 items).
 fn bound(schema: &mut Value, answer_tokens: u32) {
-    // 2 characters a token, less a tenth for the JSON around the texts.
-    let chars = f64::from(answer_tokens) * 1.8;
+    // Digits are a token each (a model may well fill a text with timestamps), so one
+    // character a token, less a sixth for the JSON around the texts.
+    let chars = f64::from(answer_tokens) * 0.85;
     let share = |part: f64, max: usize| ((chars * part) as usize).clamp(16, max);
     let props = &mut schema["properties"];
     for (field, part, max) in [
@@ -520,7 +526,7 @@ mod tests {
     fn a_small_answer_budget_bounds_every_text_within_the_validated_limits() {
         let schema = json_schema_for(&[], 1024);
         let props = &schema["properties"];
-        assert_eq!(props["executive_summary"]["maxLength"], 368);
+        assert_eq!(props["executive_summary"]["maxLength"], 174);
         assert_eq!(props["misconfiguration_signals"]["maxItems"], 3);
         assert_eq!(
             props["scope"]["properties"]["day"]["maxLength"],
@@ -528,6 +534,9 @@ mod tests {
         );
         let tiny = json_schema_for(&[], 1);
         assert_eq!(tiny["properties"]["user_behavior"]["maxLength"], 16);
+        let sources = json_schema_for(&["quiz".to_owned()], 1024);
+        let covered = &sources["properties"]["scope"]["properties"]["sources_covered"];
+        assert_eq!(covered["maxItems"], 1);
         let huge = json_schema_for(&[], BOUNDED_ANSWER_TOKENS);
         let limit = huge["properties"]["executive_summary"]["maxLength"].as_u64();
         assert!(limit <= Some(MAX_SUMMARY_CHARS as u64), "{limit:?}");
