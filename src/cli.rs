@@ -88,7 +88,7 @@ pub enum Command {
     /// Analyse one day now, in this process, and print its report.
     ///
     /// Computes the day's facts from lead_submissions, runs the detectors, asks the model
-    /// (ollama.url) to narrate and checks the narration against the facts; without a
+    /// (llm.url, Ollama or OpenAI-compatible) to narrate and checks the narration against the facts; without a
     /// model the report comes from templates, marked generator = rules. The run and the
     /// report are stored like the service's (analysis_run_states, ai_summaries).
     Analyze {
@@ -97,6 +97,24 @@ pub enum Command {
         day: Option<chrono::NaiveDate>,
         /// Print the run and report as JSON instead of text.
         #[arg(long, env = "LEADLAB_ANALYZE_JSON")]
+        json: bool,
+    },
+    /// Measure what the model writes, day by day, without storing anything.
+    ///
+    /// For every day from --from to --to: the day's facts and findings as an analysis
+    /// computes them, one narration by the configured model (llm.*), and per day whether
+    /// the first answer was schema-valid, retries, fallbacks, grounding violations per
+    /// field, findings mentioned vs omitted, what was left out of the prompt, tokens in and
+    /// out (the server's counts) and latency. Point llm.* at llama3.1:8b to measure it.
+    EvalNarration {
+        /// First day (YYYY-MM-DD, analyzer.time_zone).
+        #[arg(long, env = "LEADLAB_EVAL_FROM")]
+        from: chrono::NaiveDate,
+        /// Last day, inclusive (default: --from).
+        #[arg(long, env = "LEADLAB_EVAL_TO")]
+        to: Option<chrono::NaiveDate>,
+        /// Print the figures as JSON instead of a table.
+        #[arg(long, env = "LEADLAB_EVAL_JSON")]
         json: bool,
     },
     /// Print the SHA-256 of an API key, the form `[[sources.keys]] sha256` takes.
@@ -223,6 +241,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Analyze { day, json } => runtime()?.block_on(analyze(&settings, day, json)),
         Command::Simulate(args) => runtime()?.block_on(simulate(&settings, args)),
+        Command::EvalNarration { from, to, json } => {
+            runtime()?.block_on(eval_narration(&settings, from, to.unwrap_or(from), json))
+        }
         Command::HashKey { key } => {
             println!("{}", crate::ingest::hash_key(&key));
             Ok(())
@@ -307,6 +328,33 @@ async fn analyze(
 #[derive(Debug, thiserror::Error)]
 #[error("the analysis failed: {0}")]
 struct AnalysisFailed(String);
+
+async fn eval_narration(
+    settings: &Settings,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    json: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(to >= from, "--to must not be before --from");
+    let telemetry = Telemetry::init(&settings.otel)?;
+    let client = crate::analyze::llm::LlmClient::new(&settings.llm)?;
+    let days =
+        crate::analyze::eval::evaluate(settings, &client, from, to, &telemetry.tracer()).await;
+    telemetry.shutdown().await;
+    let days = days?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&days)?);
+    } else {
+        println!(
+            "model {} at {} ({} API)",
+            settings.llm.model,
+            settings.llm.url,
+            settings.llm.provider.as_str()
+        );
+        print!("{}", crate::analyze::eval::render(&days));
+    }
+    Ok(())
+}
 
 async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()> {
     let mode = simulate_mode(&args)?;

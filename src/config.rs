@@ -15,7 +15,7 @@ pub mod schema;
 pub mod service;
 pub mod sources;
 
-pub use analyzer::{AnalyzerSettings, DetectorSettings, OllamaSettings};
+pub use analyzer::{AnalyzerSettings, DetectorSettings, LlmProvider, LlmSettings};
 pub use schema::{SETTINGS, SettingDoc};
 pub use service::{
     DeliveryKind, DeliverySettings, HttpSettings, IngestSettings, KeylessSettings, OtelSettings,
@@ -32,6 +32,8 @@ pub enum ConfigError {
     MissingFile(PathBuf),
     #[error("invalid configuration: {0}")]
     Invalid(#[from] Box<figment::Error>),
+    #[error("cannot read config file {path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
     #[error("invalid setting {key}: {reason}")]
     OutOfRange { key: &'static str, reason: String },
 }
@@ -51,7 +53,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub keyless: KeylessSettings,
     pub analyzer: AnalyzerSettings,
-    pub ollama: OllamaSettings,
+    pub llm: LlmSettings,
     pub detectors: DetectorSettings,
     pub sources: Vec<SourceSettings>,
     pub forms: Vec<FormSettings>,
@@ -136,8 +138,20 @@ impl Settings {
             if !path.exists() {
                 return Err(ConfigError::MissingFile(path.to_owned()));
             }
-            figment = figment.merge(Toml::file(path));
+            figment = match file_with_aliases(path)? {
+                Some(rewritten) => figment.merge(Toml::string(&rewritten)),
+                None => figment.merge(Toml::file(path)),
+            };
         }
+        // An alias env var (LEADLAB_OLLAMA_URL) first, so the new name (LEADLAB_LLM_URL)
+        // wins when both are set.
+        let aliases = Env::prefixed(ENV_PREFIX)
+            .filter(|key| schema::setting_for_alias_env_suffix(key.as_str()).is_some())
+            .map(|key| {
+                let setting = schema::setting_for_alias_env_suffix(key.as_str())
+                    .expect("filtered to known aliases above");
+                setting.key.into()
+            });
         let env = Env::prefixed(ENV_PREFIX)
             .filter(|key| schema::setting_for_env_suffix(key.as_str()).is_some())
             .map(|key| {
@@ -145,6 +159,7 @@ impl Settings {
                     .expect("filtered to known settings above");
                 setting.key.into()
             });
+        let figment = figment.merge(aliases);
         let settings: Settings = figment
             .merge(env)
             .extract()
@@ -155,6 +170,12 @@ impl Settings {
 
     fn check(&self) -> Result<(), ConfigError> {
         self.check_service()?;
+        if self.llm.max_output_tokens < 256 {
+            return Err(ConfigError::OutOfRange {
+                key: "llm.max_output_tokens",
+                reason: format!("{} is below 256 tokens", self.llm.max_output_tokens),
+            });
+        }
         for (key, days) in [
             ("schema.telemetry_ttl_days", self.schema.telemetry_ttl_days),
             (
@@ -248,6 +269,7 @@ impl Settings {
             &mut shown.clickhouse.password,
             &mut shown.ingest.submitter_secret,
             &mut shown.admin_token,
+            &mut shown.llm.api_key,
         ] {
             if !secret.is_empty() {
                 *secret = "<redacted>".into();
@@ -255,6 +277,44 @@ impl Settings {
         }
         toml::to_string_pretty(&shown).expect("settings always serialize to TOML")
     }
+}
+
+/// The file's text with every alias section (`[ollama]`) folded into its new name
+/// (`[llm]`, whose own keys win), or `None` when the file uses no alias.
+fn file_with_aliases(path: &Path) -> Result<Option<String>, ConfigError> {
+    let unreadable = |reason: String| ConfigError::Unreadable {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|err| unreadable(err.to_string()))?;
+    let Ok(mut table) = text.parse::<toml::Table>() else {
+        return Ok(None); // figment reports the syntax error with the file's name
+    };
+    let mut rewritten = false;
+    for (old, new) in schema::SECTION_ALIASES {
+        let Some(alias) = table.remove(*old) else {
+            continue;
+        };
+        let toml::Value::Table(alias) = alias else {
+            return Err(unreadable(format!("[{old}] must be a table")));
+        };
+        let entry = table
+            .entry(new.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(current) = entry else {
+            return Err(unreadable(format!("[{new}] must be a table")));
+        };
+        for (key, value) in alias {
+            current.entry(key).or_insert(value);
+        }
+        rewritten = true;
+    }
+    if !rewritten {
+        return Ok(None);
+    }
+    toml::to_string(&table)
+        .map(Some)
+        .map_err(|err| unreadable(err.to_string()))
 }
 
 #[cfg(test)]
@@ -366,5 +426,43 @@ mod tests {
         let shown = s.to_redacted_toml();
         assert!(!shown.contains("hunter2"));
         assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn the_api_key_is_never_printed() {
+        let mut s = Settings::default();
+        s.llm.api_key = "sk-very-secret".into();
+        assert!(!s.to_redacted_toml().contains("sk-very-secret"));
+        assert!(!format!("{s:?}").contains("sk-very-secret"));
+        assert!(format!("{:?}", s.llm).contains("<redacted>"));
+    }
+
+    #[test]
+    fn ollama_settings_are_aliases_of_llm_and_lose_to_it() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "lab.toml",
+                "[ollama]\nurl = \"http://old:11434\"\nmodel = \"old\"\nseed = 7\n\n[llm]\nmodel = \"new\"\n",
+            )?;
+            let s = Settings::load(Some(Path::new("lab.toml"))).unwrap();
+            assert_eq!(s.llm.url, "http://old:11434");
+            assert_eq!(s.llm.model, "new");
+            assert_eq!(s.llm.seed, 7);
+            jail.set_env("LEADLAB_OLLAMA_MODEL", "env-old");
+            jail.set_env("LEADLAB_OLLAMA_TIMEOUT_MS", "5");
+            let s = Settings::load(Some(Path::new("lab.toml"))).unwrap();
+            assert_eq!(s.llm.model, "env-old", "env beats the file");
+            assert_eq!(s.llm.timeout_ms, 5);
+            jail.set_env("LEADLAB_LLM_MODEL", "env-new");
+            jail.set_env("LEADLAB_LLM_PROVIDER", "openai");
+            let s = Settings::load(Some(Path::new("lab.toml"))).unwrap();
+            assert_eq!(s.llm.model, "env-new", "the new name beats the alias");
+            assert_eq!(s.llm.provider, LlmProvider::Openai);
+            jail.create_file("typo.toml", "[ollama]\nulr = \"x\"\n")?;
+            let err = Settings::load(Some(Path::new("typo.toml"))).unwrap_err();
+            assert!(err.to_string().contains("ulr"), "{err}");
+            Ok(())
+        });
     }
 }

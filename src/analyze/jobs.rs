@@ -16,8 +16,8 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::facts::{self, FactsQuery};
+use super::llm::LlmClient;
 use super::narrate::{Narration, NarrationInput, narrate};
-use super::ollama::OllamaClient;
 use super::recording;
 use super::records::{Records, RunRow, RunStatus, SummaryRow, Trigger};
 use super::{Finding, detect};
@@ -27,8 +27,8 @@ use crate::config::Settings;
 pub enum JobError {
     #[error("invalid analyzer setting: {0}")]
     Settings(String),
-    #[error("cannot reach the model server: {0}")]
-    Ollama(#[from] super::ollama::OllamaError),
+    #[error("invalid model server settings: {0}")]
+    Llm(#[from] super::llm::LlmError),
     #[error("cannot read or write analysis records: {0}")]
     Records(#[from] clickhouse::error::Error),
 }
@@ -51,7 +51,7 @@ struct Outcome {
 pub struct Analyzer {
     records: Records,
     client: clickhouse::Client,
-    ollama: OllamaClient,
+    llm: LlmClient,
     tracer: SdkTracer,
     settings: Settings,
     zone: Tz,
@@ -71,7 +71,7 @@ impl Analyzer {
         Ok(Arc::new(Self {
             records: Records::new(client.clone()),
             client,
-            ollama: OllamaClient::new(&settings.ollama)?,
+            llm: LlmClient::new(&settings.llm)?,
             tracer,
             settings: settings.clone(),
             zone,
@@ -161,7 +161,7 @@ impl Analyzer {
     /// How long a run may go without a new state before it counts as abandoned: longer
     /// than the slowest attempt (the model's timeout) and the backoff around it.
     fn stale_after(&self) -> Duration {
-        let per_attempt = self.settings.ollama.timeout_ms + self.settings.analyzer.retry_backoff_ms;
+        let per_attempt = self.settings.llm.timeout_ms + self.settings.analyzer.retry_backoff_ms;
         let attempts = u64::from(self.settings.analyzer.max_attempts.max(1));
         Duration::from_millis((2 * per_attempt * attempts).max(300_000))
     }
@@ -296,7 +296,7 @@ impl Analyzer {
             facts: &facts,
             findings: &findings,
         };
-        let mut narration = narrate(&self.ollama, input, &self.tracer, cx).await;
+        let mut narration = narrate(&self.llm, input, &self.tracer, cx).await;
         recording::qualify(&mut narration.report, &day_facts.recording);
         Ok(Outcome {
             facts_ms,

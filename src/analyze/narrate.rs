@@ -1,11 +1,15 @@
 //! Asks the model to narrate the day and decides what is stored: the model's report,
 //! checked against the facts, or the rules' report when the model cannot deliver one.
 //!
+//! The prompt is sized to the model's context first (`prompt::build_within`): what did
+//! not fit is listed in the prompt and in the report's `scope.not_analysed`.
+//!
 //! One call, plus one more when the answer was unusable (cut off, not JSON, not the
-//! schema): with temperature 0 and a fixed seed the second answer is usually the same,
-//! but a sampling or server hiccup is not, and one retry is cheap. A missing model, an
-//! unreachable or overloaded server, or a timeout ends the narration at once with the
-//! rules' report: retrying those, with backoff, is the analysis job's business.
+//! schema, outside the bounds the grammar cannot enforce): the retry tells the model why
+//! its answer was refused, since with temperature 0 and a fixed seed the same request
+//! would give the same answer. A missing model, an unreachable or overloaded server, or
+//! a timeout ends the narration at once with the rules' report: retrying those, with
+//! backoff, is the analysis job's business.
 
 use std::time::Instant;
 
@@ -15,19 +19,18 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{SdkTracer, Span};
 use serde_json::Value;
 
+use super::budget::Compacted;
 use super::finding::Finding;
 use super::grounding::{self, Violation};
-use super::ollama::{ChatRequest, OllamaClient, OllamaError, TEMPERATURE};
+use super::llm::{ChatRequest, LlmClient, LlmError, Message, TEMPERATURE};
 use super::prompt::{self, PromptInput};
-use super::report::{self, Generator, Report, ReportError};
+use super::report::{
+    self, Generator, MAX_NOT_ANALYSED, MAX_NOT_ANALYSED_CHARS, Report, ReportError,
+};
 use super::rules;
 
 /// Calls per narration: the first, and one retry after an unusable answer.
-const CALLS: u32 = 2;
-
-/// Tokens the answer may take. A typical report is under 1,000; the bounds of
-/// [`Report`] allow more, and an answer cut off here is unusable anyway.
-const MAX_OUTPUT_TOKENS: u32 = 3072;
+pub const CALLS: u32 = 2;
 
 /// What the day is narrated from.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +61,14 @@ pub struct Narration {
     pub error: Option<String>,
     /// The rules wrote the report because the model could not.
     pub degraded: bool,
+    /// Chat calls made (0 when the server could not be asked at all).
+    pub calls: u32,
+    /// Why each refused answer was refused, in order.
+    pub refusals: Vec<String>,
+    /// What was left out of the prompt to fit the model's context.
+    pub left_out: Vec<String>,
+    /// The context the prompt was sized to (0 when unknown: the server was not reached).
+    pub context_window: u32,
 }
 
 /// Usage over the calls of one narration.
@@ -66,6 +77,10 @@ struct Usage {
     prompt_tokens: u32,
     output_tokens: u32,
     llm_ms: u64,
+    calls: u32,
+    refusals: Vec<String>,
+    left_out: Vec<String>,
+    context_window: u32,
 }
 
 /// Why a call gave no report.
@@ -78,55 +93,101 @@ enum Failure {
 
 /// Never fails: when the model cannot narrate, the rules do, and the narration says why.
 pub async fn narrate(
-    client: &OllamaClient,
+    client: &LlmClient,
     input: NarrationInput<'_>,
     tracer: &SdkTracer,
     parent: &Context,
 ) -> Narration {
+    let mut usage = Usage::default();
     let day = input.day.format("%Y-%m-%d").to_string();
-    let messages = match prompt::build(PromptInput {
+    let prompt_input = PromptInput {
         day: &day,
         time_zone: input.time_zone,
         facts: input.facts,
         findings: input.findings,
-    }) {
-        Ok(messages) => messages,
-        Err(err) => return fallback(client, &input, Usage::default(), err.to_string()),
     };
-    let request = ChatRequest {
-        messages,
-        format: Some(report::json_schema()),
-        max_output_tokens: MAX_OUTPUT_TOKENS,
+    // Personal data stops everything before the server is even asked about the model.
+    if let Err(err) = prompt::check_input(prompt_input) {
+        return fallback(client, &input, usage, err.to_string());
+    }
+    let window = match client.context_window().await {
+        Ok(window) => window,
+        Err(err) => return fallback(client, &input, usage, err.to_string()),
     };
-    let mut usage = Usage::default();
-    let mut unusable = Vec::new();
+    usage.context_window = window;
+    let max_output_tokens = client.output_tokens(window);
+    let prompt =
+        match prompt::build_within(prompt_input, window as usize, max_output_tokens as usize) {
+            Ok(prompt) => prompt,
+            Err(err) => return fallback(client, &input, usage, err.to_string()),
+        };
+    usage.left_out.clone_from(&prompt.shown.left_out);
+    let sources = source_names(input.facts);
+    let mut request = ChatRequest {
+        messages: prompt.messages,
+        format: Some(report::json_schema_for(&sources, max_output_tokens)),
+        max_output_tokens,
+    };
+    let shown = Shown {
+        facts: &prompt.shown,
+        sources: &sources,
+    };
     for _ in 0..CALLS {
-        match call(client, &input, &request, tracer, parent, &mut usage).await {
-            Ok((report, model)) => return from_model(report, model, &input, usage),
-            Err(Failure::BadOutput(why)) => unusable.push(why),
+        match call(client, &input, &shown, &request, tracer, parent, &mut usage).await {
+            Ok((report, model)) => return from_model(report, model, &shown, usage),
+            Err(Failure::BadOutput(why)) => {
+                request.messages.truncate(2);
+                request
+                    .messages
+                    .push(Message::user(prompt::retry_note(&why)));
+                usage.refusals.push(why);
+            }
             Err(Failure::Server(why)) => return fallback(client, &input, usage, why),
         }
     }
     let why = format!(
         "the model's answer was unusable {CALLS} times: {}",
-        unusable.join("; ")
+        usage.refusals.join("; ")
     );
     fallback(client, &input, usage, why)
 }
 
+/// What the model was shown: the report is checked against this, not the full facts.
+struct Shown<'a> {
+    facts: &'a Compacted,
+    sources: &'a [String],
+}
+
+/// The names of the day's sources (`by_source`), the only values `sources_covered` takes.
+fn source_names(facts: &Value) -> Vec<String> {
+    facts["by_source"]
+        .as_array()
+        .map(|sources| {
+            sources
+                .iter()
+                .filter_map(|source| source["name"].as_str())
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// One chat call in its own client span, and the strict parse of its answer.
 async fn call(
-    client: &OllamaClient,
+    client: &LlmClient,
     input: &NarrationInput<'_>,
+    shown: &Shown<'_>,
     request: &ChatRequest,
     tracer: &SdkTracer,
     parent: &Context,
     usage: &mut Usage,
 ) -> Result<(Report, String), Failure> {
-    let mut span = start_span(client, tracer, parent);
+    let mut span = start_span(client, request, tracer, parent);
     let started = Instant::now();
     let answer = client.chat(request).await;
     usage.llm_ms += u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    usage.calls += 1;
     let result = match answer {
         Ok(answer) => {
             let prompt_tokens = answer.prompt_tokens.unwrap_or(0);
@@ -138,16 +199,21 @@ async fn call(
                 KeyValue::new("gen_ai.usage.input_tokens", i64::from(prompt_tokens)),
                 KeyValue::new("gen_ai.usage.output_tokens", i64::from(output_tokens)),
             ]);
-            parse(&answer.content, input)
-                .map(|report| (report, answer.model))
-                .map_err(|err| {
-                    mark_failed(&mut span, "invalid_report");
-                    Failure::BadOutput(err.to_string())
-                })
+            if let Some(err) = answer.stopped_early() {
+                mark_failed(&mut span, err.kind());
+                Err(failure(&err, request.max_output_tokens))
+            } else {
+                parse(&answer.content, input, shown.sources)
+                    .map(|report| (report, answer.model))
+                    .map_err(|err| {
+                        mark_failed(&mut span, "invalid_report");
+                        Failure::BadOutput(err.to_string())
+                    })
+            }
         }
         Err(err) => {
             mark_failed(&mut span, err.kind());
-            Err(failure(&err))
+            Err(failure(&err, request.max_output_tokens))
         }
     };
     span.end();
@@ -156,35 +222,50 @@ async fn call(
 
 /// The answer as a report, strictly: the schema, then (with the day and time zone set
 /// to the ones asked about: they are ours, not the model's to state) the bounds.
-fn parse(content: &str, input: &NarrationInput<'_>) -> Result<Report, ReportError> {
+fn parse(
+    content: &str,
+    input: &NarrationInput<'_>,
+    sources: &[String],
+) -> Result<Report, ReportError> {
     let mut report: Report = serde_json::from_str(content)?;
     report.scope.day = input.day.format("%Y-%m-%d").to_string();
     report.scope.time_zone = input.time_zone.to_owned();
     report.validate()?;
+    report.validate_sources(sources)?;
     Ok(report)
 }
 
-fn failure(err: &OllamaError) -> Failure {
-    if err.is_bad_output() {
-        Failure::BadOutput(err.to_string())
-    } else {
-        Failure::Server(err.to_string())
+fn failure(err: &LlmError, max_output_tokens: u32) -> Failure {
+    match err {
+        LlmError::DoneReason(reason) if reason == "length" => Failure::BadOutput(format!(
+            "{err}: the answer was cut off at {max_output_tokens} tokens, keep every text short"
+        )),
+        _ if err.is_bad_output() => Failure::BadOutput(err.to_string()),
+        _ => Failure::Server(err.to_string()),
     }
 }
 
 /// The GenAI semantic-convention span of one call. What was asked and how much, never
 /// the prompt or the answer: those stay in the analyzer's own tables.
-fn start_span(client: &OllamaClient, tracer: &SdkTracer, parent: &Context) -> Span {
+fn start_span(
+    client: &LlmClient,
+    request: &ChatRequest,
+    tracer: &SdkTracer,
+    parent: &Context,
+) -> Span {
     tracer
         .span_builder(format!("chat {}", client.model()))
         .with_kind(SpanKind::Client)
         .with_attributes([
-            KeyValue::new("gen_ai.system", "ollama"),
+            KeyValue::new("gen_ai.system", client.provider().as_str()),
             KeyValue::new("gen_ai.operation.name", "chat"),
             KeyValue::new("gen_ai.request.model", client.model().to_owned()),
             KeyValue::new("gen_ai.request.temperature", TEMPERATURE),
             KeyValue::new("gen_ai.request.seed", client.seed()),
-            KeyValue::new("gen_ai.request.max_tokens", i64::from(MAX_OUTPUT_TOKENS)),
+            KeyValue::new(
+                "gen_ai.request.max_tokens",
+                i64::from(request.max_output_tokens),
+            ),
         ])
         .start_with_context(tracer, parent)
 }
@@ -196,32 +277,20 @@ fn mark_failed(span: &mut Span, kind: &'static str) {
     span.set_status(Status::error(kind));
 }
 
-/// The model's report, its confidence lowered by grounding violations.
-fn from_model(
-    mut report: Report,
-    model: String,
-    input: &NarrationInput<'_>,
-    usage: Usage,
-) -> Narration {
-    let violations = grounding::check(&report, input.facts, input.findings);
+/// The model's report, its confidence lowered by grounding violations. The check is
+/// against what the model was shown; what was left out is then added to the scope.
+fn from_model(mut report: Report, model: String, shown: &Shown<'_>, usage: Usage) -> Narration {
+    let facts = &shown.facts.facts;
+    let violations = grounding::check(&report, facts, &shown.facts.findings);
     grounding::adjust_confidence(&mut report, &violations);
-    Narration {
-        report,
-        generator: Generator::Model,
-        model,
-        violations,
-        prompt_tokens: usage.prompt_tokens,
-        output_tokens: usage.output_tokens,
-        llm_ms: usage.llm_ms,
-        error: None,
-        degraded: false,
-    }
+    note_left_out(&mut report, &usage.left_out);
+    narration(report, Generator::Model, model, violations, usage, None)
 }
 
 /// The rules' report, marked degraded with the reason. Checked like the model's, so a
 /// rule that ever writes an ungrounded number shows up in the stored violations.
 fn fallback(
-    client: &OllamaClient,
+    client: &LlmClient,
     input: &NarrationInput<'_>,
     usage: Usage,
     why: String,
@@ -229,15 +298,62 @@ fn fallback(
     tracing::warn!(day = %input.day, error = %why, "the model did not narrate the day; using the rules' report");
     let report = rules::report_from_rules(input.facts, input.findings, input.day, input.time_zone);
     let violations = grounding::check(&report, input.facts, input.findings);
+    narration(
+        report,
+        Generator::Rules,
+        client.model().to_owned(),
+        violations,
+        usage,
+        Some(why),
+    )
+}
+
+fn narration(
+    report: Report,
+    generator: Generator,
+    model: String,
+    violations: Vec<Violation>,
+    usage: Usage,
+    error: Option<String>,
+) -> Narration {
     Narration {
         report,
-        generator: Generator::Rules,
-        model: client.model().to_owned(),
+        generator,
+        model,
         violations,
         prompt_tokens: usage.prompt_tokens,
         output_tokens: usage.output_tokens,
         llm_ms: usage.llm_ms,
-        error: Some(why),
-        degraded: true,
+        degraded: error.is_some(),
+        error,
+        calls: usage.calls,
+        refusals: usage.refusals,
+        left_out: usage.left_out,
+        context_window: usage.context_window,
     }
+}
+
+/// Adds one `scope.not_analysed` entry naming what the prompt left out, within the
+/// report's bounds (the model's own last entry gives way when the list is full).
+pub fn note_left_out(report: &mut Report, left_out: &[String]) {
+    if left_out.is_empty() {
+        return;
+    }
+    let prefix = "left out of the model's prompt to fit its context: ";
+    let mut note = String::from(prefix);
+    for (i, item) in left_out.iter().enumerate() {
+        let more = format!(" and {} more", left_out.len() - i);
+        let sep = if i == 0 { "" } else { "; " };
+        if note.chars().count() + sep.len() + item.chars().count() + more.len() + 8
+            > MAX_NOT_ANALYSED_CHARS
+        {
+            note.push_str(&more);
+            break;
+        }
+        note.push_str(sep);
+        note.push_str(item);
+    }
+    let items = &mut report.scope.not_analysed;
+    items.truncate(MAX_NOT_ANALYSED - 1);
+    items.push(note);
 }

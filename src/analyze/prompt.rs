@@ -7,8 +7,9 @@
 
 use serde_json::Value;
 
+use super::budget::{self, Compacted};
 use super::finding::Finding;
-use super::ollama::Message;
+use super::llm::{CHARS_PER_TOKEN, Message};
 use super::report::{
     self, MAX_COMPLETENESS_CHARS, MAX_EVIDENCE_CHARS, MAX_NOT_ANALYSED, MAX_REASON_CHARS,
     MAX_REASONS, MAX_SECTION_CHARS, MAX_SIGNAL_CHARS, MAX_SIGNALS, MAX_SUMMARY_CHARS,
@@ -61,29 +62,115 @@ pub enum PromptError {
     PersonalData { what: &'static str, path: String },
     #[error("cannot serialize the findings: {0}")]
     Findings(String),
+    #[error("the model's context ({window} tokens) is too small for the day: {reason}")]
+    ContextTooSmall { window: usize, reason: String },
 }
 
-/// The system and user messages for one day.
+/// Tokens kept free beyond the prompt's estimate and the answer: the chat template's
+/// own tokens and the note a retry adds (at most [`MAX_RETRY_NOTE_CHARS`]).
+const RESERVED_TOKENS: usize = 256;
+
+/// Longest note a retry appends to the conversation.
+pub const MAX_RETRY_NOTE_CHARS: usize = 400;
+
+/// Room kept in the user message for the list of what was left out.
+const LEFT_OUT_CHARS: usize = 800;
+
+/// A prompt sized to a context, and what it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    pub messages: Vec<Message>,
+    /// The facts, findings and omissions the model was shown: what its report is
+    /// checked against.
+    pub shown: Compacted,
+}
+
+/// The system and user messages for one day, with everything in it (no context limit).
 pub fn build(input: PromptInput<'_>) -> Result<Vec<Message>, PromptError> {
+    build_within(input, usize::MAX / 4, 0).map(|prompt| prompt.messages)
+}
+
+/// The system and user messages for one day, the facts compacted so that prompt and
+/// answer fit `window` tokens (see [`budget`]); what was left out is listed in the
+/// prompt. Personal data anywhere in the input refuses the whole prompt.
+pub fn build_within(
+    input: PromptInput<'_>,
+    window: usize,
+    output_tokens: usize,
+) -> Result<Prompt, PromptError> {
+    check_input(input)?;
+    let system = Message::system(system_message());
+    let frame = user_message(input.day, input.time_zone, "", "", &[]).len();
+    let user_tokens = window
+        .saturating_sub(output_tokens + RESERVED_TOKENS)
+        .saturating_sub(system.estimated_tokens());
+    let budget = user_tokens
+        .saturating_mul(CHARS_PER_TOKEN)
+        .saturating_sub(frame + LEFT_OUT_CHARS);
+    let shown = budget::compact(input.facts, input.findings, budget).map_err(|err| {
+        PromptError::ContextTooSmall {
+            window,
+            reason: err.to_string(),
+        }
+    })?;
+    let user = user_message(
+        input.day,
+        input.time_zone,
+        &compact_json(&shown.facts),
+        &compact_json(&shown.findings),
+        &shown.left_out,
+    );
+    Ok(Prompt {
+        messages: vec![system, Message::user(user)],
+        shown,
+    })
+}
+
+/// Refuses input with anything that looks like personal data, before anything is sent.
+pub fn check_input(input: PromptInput<'_>) -> Result<(), PromptError> {
     let findings = serde_json::to_value(input.findings)
         .map_err(|err| PromptError::Findings(err.to_string()))?;
     refuse_personal_data(input.facts, "facts")?;
     refuse_personal_data(&findings, "findings")?;
     refuse_personal_data(&Value::String(input.day.to_owned()), "day")?;
-    refuse_personal_data(&Value::String(input.time_zone.to_owned()), "time_zone")?;
-    let user = format!(
-        "Day: {day} (time zone {tz}).\n\nFacts of the day (JSON):\n{facts}\n\nFindings of the detectors (JSON):\n{findings}\n\nWrite the report for {day} as one JSON object.",
-        day = input.day,
-        tz = input.time_zone,
-        facts = pretty(input.facts),
-        findings = pretty(&findings),
-    );
-    Ok(vec![Message::system(system_message()), Message::user(user)])
+    refuse_personal_data(&Value::String(input.time_zone.to_owned()), "time_zone")
 }
 
-/// Pretty JSON reads better to the model than one long line and costs only whitespace.
-fn pretty(value: &Value) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+fn user_message(
+    day: &str,
+    time_zone: &str,
+    facts: &str,
+    findings: &str,
+    left_out: &[String],
+) -> String {
+    let left_out = if left_out.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n\nLeft out of these facts to fit the model's context (mention this in scope.not_analysed): {}.",
+            left_out.join("; ")
+        )
+    };
+    format!(
+        "Day: {day} (time zone {time_zone}).\n\nFacts of the day (JSON):\n{facts}\n\nFindings of the detectors (JSON):\n{findings}{left_out}\n\nWrite the report for {day} as one JSON object."
+    )
+}
+
+/// The note a retry adds: why the previous answer was refused.
+pub fn retry_note(reason: &str) -> String {
+    let mut reason: String = reason.chars().take(MAX_RETRY_NOTE_CHARS - 120).collect();
+    if reason.len() < MAX_RETRY_NOTE_CHARS - 120 {
+        reason.push('.');
+    }
+    format!(
+        "Your previous answer was refused: {reason} Write the report again as one JSON object that follows the schema and the limits."
+    )
+}
+
+/// Compact JSON: a small model's context holds about a third more facts than pretty
+/// printing allows, and the model reads it as well.
+fn compact_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Keys whose values are truncated hashes: 12 hex characters are all decimal digits
@@ -230,6 +317,40 @@ mod tests {
         assert!(messages[1].content.contains("2024-05-01"));
         assert!(messages[1].content.contains("Europe/Berlin"));
         assert!(messages[1].content.contains("\"quiz\""));
+    }
+
+    #[test]
+    fn a_small_window_compacts_the_facts_and_says_what_is_left_out() {
+        let forms: Vec<Value> = (0..400)
+            .map(|i| json!({"name": format!("form-{i}"), "attempts": 1000 - i}))
+            .collect();
+        let facts = json!({"totals": {"attempts": 120}, "by_form": forms});
+        let prompt = build_within(input(&facts, &[]), 4096, 1024).expect("clean input");
+        let tokens: usize = prompt.messages.iter().map(Message::estimated_tokens).sum();
+        assert!(tokens + 1024 <= 4096, "{tokens} tokens");
+        assert_eq!(prompt.shown.left_out.len(), 1);
+        assert!(prompt.shown.left_out[0].ends_with(" of 400)"));
+        assert!(
+            prompt.messages[1]
+                .content
+                .contains("Left out of these facts")
+        );
+        assert!(prompt.messages[1].content.contains("\"form-0\""));
+        assert!(!prompt.messages[1].content.contains("\"form-399\""));
+        let full = build_within(input(&facts, &[]), 1 << 20, 1024).expect("clean input");
+        assert!(full.shown.left_out.is_empty());
+        let err = build_within(input(&facts, &[]), 1024, 256).expect_err("too small");
+        assert!(
+            matches!(err, PromptError::ContextTooSmall { window: 1024, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_retry_note_is_bounded() {
+        let note = retry_note(&"x".repeat(5000));
+        assert!(note.len() <= MAX_RETRY_NOTE_CHARS, "{}", note.len());
+        assert!(retry_note("scope.day is empty").contains("scope.day is empty."));
     }
 
     #[test]

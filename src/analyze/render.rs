@@ -43,6 +43,11 @@ pub fn text(view: &RunWithSummary) -> String {
         },
         s.confidence
     );
+    if s.generator == "model"
+        && let Some(note) = crate::analyze::llm::dev_model_note(&s.model)
+    {
+        let _ = writeln!(out, "  note: {note}\n");
+    }
     for (title, body) in [
         ("Summary", &s.executive_summary),
         ("User behaviour", &s.user_behavior),

@@ -118,6 +118,12 @@ pub enum ReportError {
     },
     #[error("{field} is empty")]
     Empty { field: String },
+    #[error("{field} is {value:?}, which is not one of {allowed}")]
+    NotAllowed {
+        field: String,
+        value: String,
+        allowed: String,
+    },
 }
 
 impl Report {
@@ -164,6 +170,24 @@ impl Report {
             )?;
         }
         self.scope.validate()
+    }
+}
+
+impl Report {
+    /// What the grammar of a schema cannot enforce on every server: that the sources
+    /// covered are sources of the day (an enum-like string list). Servers that ignore
+    /// the schema's `enum`, or honour it loosely, are caught here.
+    pub fn validate_sources(&self, sources: &[String]) -> Result<(), ReportError> {
+        for (i, source) in self.scope.sources_covered.iter().enumerate() {
+            if !sources.contains(source) {
+                return Err(ReportError::NotAllowed {
+                    field: format!("scope.sources_covered[{i}]"),
+                    value: source.clone(),
+                    allowed: sources.join(", "),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -291,9 +315,86 @@ pub fn json_schema() -> Value {
     }))
 }
 
+/// Answer budgets (tokens) at or below which the schema also bounds every text and list,
+/// so the grammar itself stops a small model before the budget: a 135M model otherwise
+/// rambles inside one string until it is cut off. Larger budgets keep the schema free of
+/// counted repetitions (see [`json_schema`]).
+pub const BOUNDED_ANSWER_TOKENS: u32 = 2048;
+
+/// [`json_schema`] for one day's narration: `scope.sources_covered` restricted to the
+/// day's sources, which a grammar can enforce (an `enum`; with no sources it is left
+/// free), and, for a small answer budget, lengths and list sizes that fit the budget
+/// (each at most the bound [`Report::validate`] enforces).
+pub fn json_schema_for(sources: &[String], answer_tokens: u32) -> Value {
+    let mut schema = json_schema();
+    if !sources.is_empty() {
+        schema["properties"]["scope"]["properties"]["sources_covered"]["items"] =
+            json!({ "type": "string", "enum": sources });
+    }
+    if answer_tokens <= BOUNDED_ANSWER_TOKENS {
+        bound(&mut schema, answer_tokens);
+        if !sources.is_empty() {
+            // An enum alone lets a looping model repeat one source until it is cut off.
+            schema["properties"]["scope"]["properties"]["sources_covered"]["maxItems"] =
+                json!(sources.len());
+        }
+    }
+    schema
+}
+
+/// Shares of the answer's characters per text (lists: per item, at most 3 items).
+fn bound(schema: &mut Value, answer_tokens: u32) {
+    // Digits are a token each (a model may well fill a text with timestamps), so one
+    // character a token, less a sixth for the JSON around the texts.
+    let chars = f64::from(answer_tokens) * 0.85;
+    let share = |part: f64, max: usize| ((chars * part) as usize).clamp(16, max);
+    let props = &mut schema["properties"];
+    for (field, part, max) in [
+        ("executive_summary", 0.2, MAX_SUMMARY_CHARS),
+        ("user_behavior", 0.15, MAX_SECTION_CHARS),
+        ("system_behavior", 0.15, MAX_SECTION_CHARS),
+    ] {
+        props[field]["maxLength"] = json!(share(part, max));
+    }
+    let signals = &mut props["misconfiguration_signals"];
+    signals["maxItems"] = json!(3);
+    signals["items"]["properties"]["signal"]["maxLength"] = json!(share(0.03, MAX_SIGNAL_CHARS));
+    signals["items"]["properties"]["evidence"]["maxLength"] =
+        json!(share(0.06, MAX_EVIDENCE_CHARS));
+    let reasons = &mut props["confidence"]["properties"]["reasons"];
+    reasons["maxItems"] = json!(3);
+    reasons["items"]["maxLength"] = json!(share(0.03, MAX_REASON_CHARS));
+    let scope = &mut props["scope"]["properties"];
+    scope["day"]["maxLength"] = json!(MAX_DAY_CHARS);
+    scope["time_zone"]["maxLength"] = json!(MAX_TIME_ZONE_CHARS);
+    scope["data_completeness"]["maxLength"] = json!(share(0.05, MAX_COMPLETENESS_CHARS));
+    scope["not_analysed"]["maxItems"] = json!(3);
+    scope["not_analysed"]["items"]["maxLength"] = json!(share(0.03, MAX_NOT_ANALYSED_CHARS));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sources_covered_are_limited_to_the_days_sources() {
+        let sources = vec!["quiz".to_owned(), "web_form".to_owned()];
+        let schema = json_schema_for(&sources, 3072);
+        assert_eq!(
+            schema["properties"]["scope"]["properties"]["sources_covered"]["items"]["enum"],
+            json!(["quiz", "web_form"])
+        );
+        assert_eq!(json_schema_for(&[], 3072), json_schema());
+        let report = Report::parse(&sample().to_string()).expect("valid");
+        assert!(report.validate_sources(&sources).is_ok());
+        let err = report
+            .validate_sources(&["web_form".to_owned()])
+            .expect_err("quiz");
+        assert!(
+            err.to_string().contains("scope.sources_covered[0]"),
+            "{err}"
+        );
+    }
 
     pub(crate) fn sample() -> Value {
         json!({
@@ -419,6 +520,26 @@ mod tests {
             }
             other => panic!("{at}: unexpected schema type {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_small_answer_budget_bounds_every_text_within_the_validated_limits() {
+        let schema = json_schema_for(&[], 1024);
+        let props = &schema["properties"];
+        assert_eq!(props["executive_summary"]["maxLength"], 174);
+        assert_eq!(props["misconfiguration_signals"]["maxItems"], 3);
+        assert_eq!(
+            props["scope"]["properties"]["day"]["maxLength"],
+            MAX_DAY_CHARS
+        );
+        let tiny = json_schema_for(&[], 1);
+        assert_eq!(tiny["properties"]["user_behavior"]["maxLength"], 16);
+        let sources = json_schema_for(&["quiz".to_owned()], 1024);
+        let covered = &sources["properties"]["scope"]["properties"]["sources_covered"];
+        assert_eq!(covered["maxItems"], 1);
+        let huge = json_schema_for(&[], BOUNDED_ANSWER_TOKENS);
+        let limit = huge["properties"]["executive_summary"]["maxLength"].as_u64();
+        assert!(limit <= Some(MAX_SUMMARY_CHARS as u64), "{limit:?}");
     }
 
     /// No counted repetitions for Ollama's grammar compiler (see [`json_schema`]).

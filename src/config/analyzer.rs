@@ -36,34 +36,86 @@ impl Default for AnalyzerSettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The API a model server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmProvider {
+    /// Ollama's own API: `/api/chat`, `/api/tags`, `/api/show`.
+    Ollama,
+    /// The OpenAI-compatible API: `/v1/chat/completions`, `/v1/models` (llama.cpp's
+    /// llama-server, vLLM, LM Studio, Ollama's `/v1`).
+    Openai,
+}
+
+impl LlmProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ollama => "ollama",
+            Self::Openai => "openai",
+        }
+    }
+}
+
+/// The model server the analyzer asks (`[llm]`; `[ollama]` is read as an alias).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct OllamaSettings {
-    /// Base URL of the Ollama server.
+pub struct LlmSettings {
+    pub provider: LlmProvider,
+    /// Base URL of the server (for `openai`, without the `/v1`).
     pub url: String,
     pub model: String,
+    /// Bearer token sent when not empty. Never printed.
+    pub api_key: String,
     pub connect_timeout_ms: u64,
-    /// Whole-request timeout of one /api/chat call.
+    /// Whole-request timeout of one chat call.
     pub timeout_ms: u64,
     /// How long Ollama keeps the model loaded after a call (Ollama duration, e.g. "10m").
     pub keep_alive: String,
     /// Fixed sampling seed, so the same facts give the same words.
     pub seed: i64,
-    /// Upper bound of the context window requested (num_ctx is sized to the prompt).
+    /// Upper bound of the context used (the model's own length wins when smaller).
     pub max_context_tokens: u32,
+    /// Most tokens the answer may take; at most a quarter of the context is used.
+    pub max_output_tokens: u32,
 }
 
-impl Default for OllamaSettings {
+impl Default for LlmSettings {
     fn default() -> Self {
         Self {
+            provider: LlmProvider::Ollama,
             url: "http://127.0.0.1:11434".into(),
             model: "llama3.1:8b".into(),
+            api_key: String::new(),
             connect_timeout_ms: 2_000,
             timeout_ms: 120_000,
             keep_alive: "10m".into(),
             seed: 42,
             max_context_tokens: 32_768,
+            max_output_tokens: 3_072,
         }
+    }
+}
+
+/// Written by hand so the API key never reaches a log line.
+impl std::fmt::Debug for LlmSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let api_key = if self.api_key.is_empty() {
+            ""
+        } else {
+            "<redacted>"
+        };
+        f.debug_struct("LlmSettings")
+            .field("provider", &self.provider)
+            .field("url", &self.url)
+            .field("model", &self.model)
+            .field("api_key", &api_key)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("keep_alive", &self.keep_alive)
+            .field("seed", &self.seed)
+            .field("max_context_tokens", &self.max_context_tokens)
+            .field("max_output_tokens", &self.max_output_tokens)
+            .finish()
     }
 }
 

@@ -276,39 +276,54 @@ pub const SETTINGS: &[SettingDoc] = &[
         meaning: "pause before the second attempt, doubled after each further one",
     },
     SettingDoc {
-        key: "ollama.url",
+        key: "llm.provider",
+        default: "ollama",
+        meaning: "API the model server speaks: ollama (/api/chat) or openai (/v1/chat/completions: llama.cpp's llama-server, vLLM, LM Studio, Ollama's /v1)",
+    },
+    SettingDoc {
+        key: "llm.url",
         default: "http://127.0.0.1:11434",
-        meaning: "Ollama server",
+        meaning: "base URL of the model server (openai: without /v1, e.g. http://127.0.0.1:11435)",
     },
     SettingDoc {
-        key: "ollama.model",
+        key: "llm.model",
         default: "llama3.1:8b",
-        meaning: "model asked to narrate the day",
+        meaning: "model asked to narrate the day (the dev model server serves smollm2:135m)",
     },
     SettingDoc {
-        key: "ollama.connect_timeout_ms",
+        key: "llm.api_key",
+        default: "(empty)",
+        meaning: "sent as Authorization: Bearer when set (never printed)",
+    },
+    SettingDoc {
+        key: "llm.connect_timeout_ms",
         default: "2000",
-        meaning: "connect timeout of a call to Ollama",
+        meaning: "connect timeout of a call to the model server",
     },
     SettingDoc {
-        key: "ollama.timeout_ms",
+        key: "llm.timeout_ms",
         default: "120000",
-        meaning: "whole-request timeout of one /api/chat call",
+        meaning: "whole-request timeout of one chat call",
     },
     SettingDoc {
-        key: "ollama.keep_alive",
+        key: "llm.keep_alive",
         default: "10m",
-        meaning: "how long Ollama keeps the model loaded after a call",
+        meaning: "how long Ollama keeps the model loaded after a call (ollama provider only)",
     },
     SettingDoc {
-        key: "ollama.seed",
+        key: "llm.seed",
         default: "42",
         meaning: "sampling seed, so the same facts give the same words",
     },
     SettingDoc {
-        key: "ollama.max_context_tokens",
+        key: "llm.max_context_tokens",
         default: "32768",
-        meaning: "upper bound of num_ctx (it is sized to the prompt)",
+        meaning: "upper bound of the context used (the model's own length from the server wins when smaller)",
+    },
+    SettingDoc {
+        key: "llm.max_output_tokens",
+        default: "3072",
+        meaning: "most tokens the answer may take (num_predict / max_tokens); at most a quarter of the context",
     },
     SettingDoc {
         key: "detectors.min_attempts",
@@ -365,11 +380,26 @@ pub const SETTINGS: &[SettingDoc] = &[
 /// Settings that are lists of tables, so they come from the TOML file only.
 pub const FILE_ONLY_SECTIONS: &[&str] = &["sources", "forms"];
 
+/// Older names of a section, still read: `[ollama]` in the file and `LEADLAB_OLLAMA_*` in
+/// the environment mean `[llm]` and `LEADLAB_LLM_*`; the new name wins when both are set.
+pub const SECTION_ALIASES: &[(&str, &str)] = &[("ollama", "llm")];
+
 /// The setting an env var (without the `LEADLAB_` prefix, any case) stands for.
 pub fn setting_for_env_suffix(suffix: &str) -> Option<&'static SettingDoc> {
     SETTINGS
         .iter()
         .find(|s| s.env_suffix().eq_ignore_ascii_case(suffix))
+}
+
+/// The setting an alias env var (e.g. `OLLAMA_URL`, without the prefix) stands for.
+pub fn setting_for_alias_env_suffix(suffix: &str) -> Option<&'static SettingDoc> {
+    SECTION_ALIASES.iter().find_map(|(old, new)| {
+        let rest = suffix.get(old.len()..)?.strip_prefix('_')?;
+        if !suffix[..old.len()].eq_ignore_ascii_case(old) {
+            return None;
+        }
+        setting_for_env_suffix(&format!("{new}_{rest}")).filter(|s| s.key != "llm.provider")
+    })
 }
 
 /// The settings section of `lead-lab --help`.
@@ -447,5 +477,11 @@ mod tests {
             "schema.telemetry_ttl_days"
         );
         assert!(setting_for_env_suffix("CH_PORT").is_none());
+        assert_eq!(
+            setting_for_alias_env_suffix("OLLAMA_URL").unwrap().key,
+            "llm.url"
+        );
+        assert!(setting_for_alias_env_suffix("OLLAMA_PROVIDER").is_none());
+        assert!(setting_for_alias_env_suffix("LLM_URL").is_none());
     }
 }

@@ -118,7 +118,7 @@ async fn analyzer_app(ollama: &FakeOllama, db: &TestDatabase) -> TestApp {
     TestApp::spawn_with(|s| {
         s.clickhouse.database = db.name.clone();
         s.admin_token = ADMIN_TOKEN.into();
-        s.ollama = settings;
+        s.llm = settings;
         s.analyzer.retry_backoff_ms = 50;
         s.analyzer.schedule_enabled = false;
     })
@@ -233,8 +233,8 @@ async fn starting_answers_at_once_and_a_second_request_joins_the_running_run() {
     let mut app = TestApp::spawn_with(|s| {
         s.clickhouse.database = db.name.clone();
         s.admin_token = ADMIN_TOKEN.into();
-        s.ollama = ollama.settings();
-        s.ollama.timeout_ms = 60_000;
+        s.llm = ollama.settings();
+        s.llm.timeout_ms = 60_000;
         s.analyzer.schedule_enabled = false;
     })
     .await;
@@ -358,7 +358,7 @@ async fn the_schedule_analyses_yesterday() {
     let mut app = TestApp::spawn_with(|s| {
         s.clickhouse.database = db.name.clone();
         s.admin_token = ADMIN_TOKEN.into();
-        s.ollama = settings;
+        s.llm = settings;
         s.analyzer.schedule = "* * * * * *".into();
         s.analyzer.schedule_enabled = true;
     })

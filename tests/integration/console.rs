@@ -241,7 +241,7 @@ async fn analysis_app(db: &TestDatabase, ollama: Option<&FakeOllama>) -> TestApp
         s.analyzer.schedule_enabled = false;
         s.analyzer.retry_backoff_ms = 50;
         if let Some(ollama) = ollama {
-            s.ollama = ollama;
+            s.llm = ollama;
         }
     })
     .await

@@ -944,7 +944,7 @@ async fn fill() -> (TimeRange, TimeRange) {
     ])
     .await;
     let mut settings = app.settings.clone();
-    settings.ollama = ollama.settings();
+    settings.llm = ollama.settings();
     settings.analyzer.retry_backoff_ms = 20;
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
     let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "test");

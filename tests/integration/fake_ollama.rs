@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lead_lab::config::OllamaSettings;
+use lead_lab::config::LlmSettings;
 use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener};
 use poem::web::{Data, Json};
@@ -116,13 +116,13 @@ impl FakeOllama {
     }
 
     /// Settings pointing at the fake, with short timeouts.
-    pub fn settings(&self) -> OllamaSettings {
-        OllamaSettings {
+    pub fn settings(&self) -> LlmSettings {
+        LlmSettings {
             url: self.url.clone(),
             model: MODEL.to_owned(),
             connect_timeout_ms: 1_000,
             timeout_ms: 5_000,
-            ..OllamaSettings::default()
+            ..LlmSettings::default()
         }
     }
 

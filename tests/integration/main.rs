@@ -19,6 +19,7 @@ mod migrate;
 mod narration;
 mod openapi;
 mod otel_pipeline;
+mod real_model;
 mod reconcile;
 mod sampling;
 mod shedding;

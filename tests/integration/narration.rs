@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use lead_lab::analyze::grounding::ViolationKind;
+use lead_lab::analyze::llm::{LlmClient, LlmError};
 use lead_lab::analyze::narrate::{Narration, NarrationInput, narrate};
-use lead_lab::analyze::ollama::{OllamaClient, OllamaError};
 use lead_lab::analyze::report::{self, ConfidenceLevel, Generator};
 use lead_lab::analyze::{Finding, FindingKind, Severity, Subject};
-use lead_lab::config::OllamaSettings;
+use lead_lab::config::LlmSettings;
 use opentelemetry::trace::{
     SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
 };
@@ -110,8 +110,8 @@ impl Harness {
         }
     }
 
-    async fn narrate(&self, settings: &OllamaSettings, facts: &Value) -> Narration {
-        let client = OllamaClient::new(settings).expect("valid settings");
+    async fn narrate(&self, settings: &LlmSettings, facts: &Value) -> Narration {
+        let client = LlmClient::new(settings).expect("valid settings");
         let parent = Context::new().with_span(self.tracer.start("analysis"));
         let findings = findings();
         let input = NarrationInput {
@@ -228,7 +228,10 @@ async fn the_request_pins_ollamas_options_and_the_schema() {
     assert_eq!(body["stream"], false);
     assert_eq!(body["truncate"], false);
     assert_eq!(body["keep_alive"], "10m");
-    assert_eq!(body["format"], report::json_schema());
+    assert_eq!(
+        body["format"],
+        report::json_schema_for(&["web_form".into(), "quiz".into()], 3072)
+    );
     assert_eq!(body["options"]["temperature"], 0.0);
     assert_eq!(body["options"]["seed"], 42);
     let num_ctx = body["options"]["num_ctx"].as_u64().expect("num_ctx");
@@ -335,7 +338,18 @@ async fn an_unusable_answer_is_asked_again_and_the_second_is_used() {
     assert_eq!(narration.violations, []);
     let chats = fake.chat_requests();
     assert_eq!(chats.len(), 2);
-    assert_eq!(chats[0], chats[1], "the retry is the same request");
+    let (first, retry) = (&chats[0]["messages"], &chats[1]["messages"]);
+    assert_eq!(first.as_array().map(Vec::len), Some(2));
+    assert_eq!(retry[0], first[0]);
+    assert_eq!(retry[1], first[1]);
+    assert_eq!(retry[2]["role"], "user");
+    let note = retry[2]["content"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with("Your previous answer was refused: the answer is not a report"),
+        "the retry says why: {note}"
+    );
+    assert_eq!(narration.calls, 2);
+    assert_eq!(narration.refusals.len(), 1);
     let paths: Vec<String> = fake.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(
         paths,
@@ -438,7 +452,7 @@ async fn a_model_slower_than_the_timeout_falls_back() {
         Reply::GoodJson(good_report()),
     )])
     .await;
-    let settings = OllamaSettings {
+    let settings = LlmSettings {
         timeout_ms: 300,
         ..fake.settings()
     };
@@ -463,7 +477,7 @@ async fn nothing_listening_falls_back() {
 #[tokio::test]
 async fn the_client_reads_tags_and_context_length() {
     let fake = FakeOllama::start(vec![]).await;
-    let client = OllamaClient::new(&fake.settings()).expect("valid settings");
+    let client = LlmClient::new(&fake.settings()).expect("valid settings");
     assert!(client.has_model().await.expect("tags"));
     assert_eq!(client.context_length().await.expect("show"), Some(131_072));
 
@@ -472,11 +486,11 @@ async fn the_client_reads_tags_and_context_length() {
         ..FakeOptions::default()
     };
     let empty = FakeOllama::start_with(options, vec![]).await;
-    let client = OllamaClient::new(&empty.settings()).expect("valid settings");
+    let client = LlmClient::new(&empty.settings()).expect("valid settings");
     assert!(!client.has_model().await.expect("tags"));
     assert!(matches!(
         client.context_length().await,
-        Err(OllamaError::ModelNotFound { .. })
+        Err(LlmError::ModelNotFound { .. })
     ));
 }
 

@@ -261,6 +261,9 @@
     field(head, "Version", s.version);
     field(head, "Generated", s.generated_at);
     field(head, "Generator", s.generator + (s.model ? " · " + s.model : ""));
+    if (s.generator === "model" && s.model === "smollm2:135m") {
+      report.appendChild(el("p", "Written by the 135M dev model: it proves the plumbing, not the quality of a summary. Point llm.url and llm.model at llama3.1:8b for real narration.", "hint"));
+    }
     field(head, "Confidence", s.confidence);
     if (run) field(head, "Run", run.status + " · " + run.total_ms + " ms · " + run.trigger);
     report.appendChild(head);
