@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Secret;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
@@ -109,7 +111,7 @@ pub enum UnknownFields {
 #[serde(default, deny_unknown_fields)]
 pub struct IngestSettings {
     /// HMAC key for submitter hashes. Emails never leave the service; this hash does.
-    pub submitter_secret: String,
+    pub submitter_secret: Secret,
     pub unknown_fields: UnknownFields,
     /// Same submitter + source + page within this window is a duplicate.
     pub dedup_window_secs: u64,

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use poem::http::HeaderMap;
 use poem::web::{Data, RemoteAddr};
 use poem_openapi::param::Path;
-use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
 
 use super::body::{Documented, Unparsed};
@@ -138,7 +137,7 @@ impl LeadsApi {
             )
             .await
         {
-            Ok(verdicts) => BatchResponse::Ok(Json(BatchReply::new(&verdicts))),
+            Ok(verdicts) => BatchResponse::Succeeded(BatchReply::new(&verdicts)),
             Err(verdict) => BatchResponse::failure(&verdict),
         }
     }

@@ -136,7 +136,7 @@ fn routes(
     };
     let admission = admission::Admission::new(
         settings.http.max_in_flight,
-        &settings.admin_token,
+        settings.admin_token.expose(),
         limits,
         ingest.clone(),
     );

@@ -317,7 +317,10 @@ async fn the_cli_prints_the_report_as_text_and_as_json() {
             .env_remove("LEADLAB_CONFIG")
             .env("LEADLAB_CLICKHOUSE_URL", &stack.clickhouse.url)
             .env("LEADLAB_CLICKHOUSE_USER", &stack.clickhouse.user)
-            .env("LEADLAB_CLICKHOUSE_PASSWORD", &stack.clickhouse.password)
+            .env(
+                "LEADLAB_CLICKHOUSE_PASSWORD",
+                stack.clickhouse.password.expose(),
+            )
             .env("LEADLAB_OTEL_ENDPOINT", &stack.otlp_grpc)
             .env(
                 "LEADLAB_OTEL_SERVICE_NAME",

@@ -42,7 +42,7 @@ impl Stack {
             clickhouse: ClickHouseSettings {
                 url: ch,
                 user: var("LEADLAB_CH_USER", "default"),
-                password: var("LEADLAB_CH_PASSWORD", ""),
+                password: var("LEADLAB_CH_PASSWORD", "").into(),
                 database: var("LEADLAB_CLICKHOUSE_DATABASE", "otel"),
             },
             otlp_grpc: format!(
@@ -207,7 +207,10 @@ pub fn rotel_command(clickhouse: &ClickHouseSettings, grpc: u16, http: u16, dir:
         .args(["--clickhouse-exporter-table-prefix", "otel"])
         .args(["--clickhouse-exporter-user", &clickhouse.user])
         .args(["--pid-file", &dir.join("rotel.pid").to_string_lossy()])
-        .env("ROTEL_CLICKHOUSE_EXPORTER_PASSWORD", &clickhouse.password)
+        .env(
+            "ROTEL_CLICKHOUSE_EXPORTER_PASSWORD",
+            clickhouse.password.expose(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command
