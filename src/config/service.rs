@@ -13,7 +13,8 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Most leads one `POST /v1/leads/batch` may carry.
     pub batch_max_leads: usize,
-    /// On SIGTERM, how long in-flight requests may take before the server stops anyway.
+    /// On SIGTERM, how long in-flight requests and running analyses may take before the
+    /// service stops anyway (an unfinished analysis is handed back for the next start).
     pub shutdown_grace_secs: u64,
     /// Open connections at most; beyond it new connections wait in the listen backlog.
     pub max_connections: usize,

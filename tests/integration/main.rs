@@ -24,5 +24,6 @@ mod real_model;
 mod reconcile;
 mod sampling;
 mod shedding;
+mod shutdown;
 mod simulate;
 mod stated_time;

@@ -1,6 +1,8 @@
 //! What every integration test needs: the stack's addresses, a fresh database per test,
 //! and polling for data that arrives asynchronously through the collector.
 
+pub mod analysis;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
