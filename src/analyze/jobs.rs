@@ -43,8 +43,8 @@ pub struct Submitted {
     pub joined: bool,
 }
 
-/// What one attempt produced.
-struct Outcome {
+/// What one attempt produced (not to be confused with a lead's `domain::Outcome`).
+struct AttemptOutcome {
     facts_ms: u32,
     narration: Narration,
     findings: Vec<Finding>,
@@ -302,7 +302,7 @@ impl Analyzer {
     async fn conclude(
         &self,
         row: &mut RunRow,
-        last: Option<Result<Outcome, String>>,
+        last: Option<Result<AttemptOutcome, String>>,
         started: Instant,
     ) -> RunStatus {
         row.total_ms = millis(started.elapsed());
@@ -337,7 +337,7 @@ impl Analyzer {
 
     /// Facts, detectors, narration: one try. Facts that cannot be read are an error
     /// (retried); a model that cannot narrate is not (the rules do, marked degraded).
-    async fn attempt(&self, day: NaiveDate, cx: &Context) -> Result<Outcome, String> {
+    async fn attempt(&self, day: NaiveDate, cx: &Context) -> Result<AttemptOutcome, String> {
         let facts_started = Instant::now();
         let query = FactsQuery {
             day,
@@ -365,7 +365,7 @@ impl Analyzer {
         };
         let mut narration = narrate(&self.llm, input, &self.tracer, cx).await;
         recording::qualify(&mut narration.report, &day_facts.recording);
-        Ok(Outcome {
+        Ok(AttemptOutcome {
             facts_ms,
             narration,
             findings,
@@ -398,7 +398,7 @@ impl Analyzer {
     async fn write_summary(
         &self,
         row: &mut RunRow,
-        outcome: &Outcome,
+        outcome: &AttemptOutcome,
     ) -> Result<(), clickhouse::error::Error> {
         let narration = &outcome.narration;
         row.facts_ms = outcome.facts_ms;
