@@ -1,6 +1,7 @@
-//! The layering rule of docs/architecture.md, checked on the source text: a module may
-//! import only modules of a lower layer (and itself). Test code at the bottom of a file
-//! (`#[cfg(test)]`) and `tests.rs` files may reach anywhere.
+//! House rules checked on the tree: the layering rule of docs/architecture.md (a module may
+//! import only modules of a lower layer and itself; test code at the bottom of a file,
+//! `#[cfg(test)]`, and `tests.rs` files may reach anywhere), and docs/contributing.md
+//! naming only files that exist.
 
 use std::path::{Path, PathBuf};
 
@@ -105,4 +106,36 @@ fn the_scanner_sees_plain_and_grouped_imports() {
     let text =
         "use crate::http::x;\nuse crate::{cli, domain::Reason};\n#[cfg(test)]\nuse crate::store;";
     assert_eq!(imported_modules(text), ["http", "cli", "domain"]);
+}
+
+/// Backticked repository paths in a Markdown text: `src/…`, `tests/…`, `docs/…`, ….
+fn paths_named(text: &str) -> Vec<&str> {
+    const ROOTS: [&str; 7] = [
+        "src/",
+        "tests/",
+        "docs/",
+        "grafana/",
+        "scripts/",
+        "scenarios/",
+        "config/",
+    ];
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|span| ROOTS.iter().any(|root| span.starts_with(root)))
+        .filter(|span| !span.contains(' ') && !span.contains('<') && !span.contains('*'))
+        .collect()
+}
+
+#[test]
+fn contributing_md_names_only_files_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("docs/contributing.md")).expect("exists");
+    let named = paths_named(&text);
+    assert!(named.len() > 20, "the page names the files of each recipe");
+    let missing: Vec<_> = named.iter().filter(|p| !root.join(p).exists()).collect();
+    assert!(
+        missing.is_empty(),
+        "docs/contributing.md names missing files: {missing:?}"
+    );
 }
