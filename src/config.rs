@@ -14,6 +14,7 @@ pub mod analyzer;
 pub mod schema;
 pub mod service;
 pub mod sources;
+pub mod state;
 
 pub use analyzer::{AnalyzerSettings, DetectorSettings, LlmProvider, LlmSettings};
 pub use schema::{SETTINGS, SettingDoc};
@@ -22,6 +23,7 @@ pub use service::{
     OtlpProtocol, RateLimitSettings, UnknownFields,
 };
 pub use sources::{FormSettings, KeyRole, KeySettings, SourceSettings};
+pub use state::StateSettings;
 
 /// The prefix of every environment variable this program reads.
 pub const ENV_PREFIX: &str = "LEADLAB_";
@@ -52,6 +54,7 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub rate_limit: RateLimitSettings,
     pub keyless: KeylessSettings,
+    pub state: StateSettings,
     pub analyzer: AnalyzerSettings,
     pub llm: LlmSettings,
     pub detectors: DetectorSettings,
@@ -254,6 +257,9 @@ impl Settings {
                 "burst >= 1, per_second > 0 and max_addresses >= 2 are needed".into(),
             );
         }
+        if let Err((key, reason)) = self.state.check() {
+            return fail(key, reason);
+        }
         sources::check(&self.sources, &self.forms, &self.rate_limit).map_err(|reason| {
             ConfigError::OutOfRange {
                 key: "sources",
@@ -270,6 +276,7 @@ impl Settings {
             &mut shown.ingest.submitter_secret,
             &mut shown.admin_token,
             &mut shown.llm.api_key,
+            &mut shown.state.url,
         ] {
             if !secret.is_empty() {
                 *secret = "<redacted>".into();

@@ -15,6 +15,7 @@ use opentelemetry_sdk::trace::SdkTracer;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+use super::coordination;
 use super::facts::{self, FactsQuery};
 use super::llm::LlmClient;
 use super::narrate::{Narration, NarrationInput, narrate};
@@ -22,6 +23,7 @@ use super::recording;
 use super::records::{Records, RunRow, RunStatus, SummaryRow, Trigger};
 use super::{Finding, detect};
 use crate::config::Settings;
+use crate::state::{SharedState, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -31,6 +33,8 @@ pub enum JobError {
     Llm(#[from] super::llm::LlmError),
     #[error("cannot read or write analysis records: {0}")]
     Records(#[from] clickhouse::error::Error),
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// A submitted analysis: the run it started or joined.
@@ -58,6 +62,9 @@ pub struct Analyzer {
     /// The run of each day being analysed; its first stored row may not be written yet.
     active: Mutex<HashMap<NaiveDate, RunRow>>,
     workers: Arc<Semaphore>,
+    /// Leases and report versions: shared with the other instances when `state.url` is set.
+    state: SharedState,
+    lease_ttl: Duration,
 }
 
 impl Analyzer {
@@ -77,6 +84,8 @@ impl Analyzer {
             zone,
             active: Mutex::default(),
             workers: Arc::new(Semaphore::new(settings.analyzer.workers.max(1))),
+            state: crate::state::from_settings(settings, 2)?,
+            lease_ttl: Duration::from_millis(settings.state.lease_ttl_ms),
         }))
     }
 
@@ -159,8 +168,13 @@ impl Analyzer {
     }
 
     /// How long a run may go without a new state before it counts as abandoned: longer
-    /// than the slowest attempt (the model's timeout) and the backoff around it.
+    /// than the slowest attempt (the model's timeout) and the backoff around it. With a
+    /// shared state the day's lease says whether someone works on it: any unfinished run
+    /// is a candidate, and only one whose lease is free is taken up.
     fn stale_after(&self) -> Duration {
+        if self.state.is_shared() {
+            return Duration::ZERO;
+        }
         let per_attempt = self.settings.llm.timeout_ms + self.settings.analyzer.retry_backoff_ms;
         let attempts = u64::from(self.settings.analyzer.max_attempts.max(1));
         Duration::from_millis((2 * per_attempt * attempts).max(300_000))
@@ -170,24 +184,83 @@ impl Analyzer {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `row` on a worker; a new run is first recorded as queued.
+    /// Runs `row` on a worker under the day's lease; a new run is first recorded as
+    /// queued.
     fn spawn(self: &Arc<Self>, row: RunRow, new: bool) {
         let analyzer = self.clone();
         tokio::spawn(async move {
             let day = row.day;
-            let recorded = if new {
-                analyzer.records.save_run(&row).await
-            } else {
-                Ok(())
-            };
-            if let Err(err) = recorded {
-                tracing::warn!(run_id = %row.run_id, error = %err, "cannot record the queued run");
+            if let Some(lease) = analyzer.claim(&row, new).await {
+                let work = async {
+                    let recorded = if new {
+                        analyzer.records.save_run(&row).await
+                    } else {
+                        Ok(())
+                    };
+                    if let Err(err) = recorded {
+                        tracing::warn!(run_id = %row.run_id, error = %err, "cannot record the queued run");
+                    }
+                    let permit = analyzer.workers.clone().acquire_owned().await;
+                    analyzer.execute(row).await;
+                    drop(permit);
+                };
+                let state = analyzer.state.as_ref();
+                coordination::hold(state, &lease, analyzer.lease_ttl, work).await;
             }
-            let permit = analyzer.workers.clone().acquire_owned().await;
-            analyzer.execute(row).await;
-            drop(permit);
             analyzer.lock_active().remove(&day);
         });
+    }
+
+    /// The day's lease for `row`, unless another instance works on the day (or already
+    /// finished a resumed run). A new run that cannot get a lease because the state is
+    /// unavailable is recorded as failed, so its requester learns why.
+    async fn claim(&self, row: &RunRow, new: bool) -> Option<crate::state::Lease> {
+        let claimed = coordination::claim_day(self.state.as_ref(), row.day, self.lease_ttl).await;
+        let lease = match claimed {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                tracing::info!(run_id = %row.run_id, day = %row.day, "another instance analyses the day");
+                return None;
+            }
+            Err(err) => {
+                tracing::warn!(run_id = %row.run_id, error = %err, "cannot take the day's lease");
+                if new {
+                    let mut failed = row.clone();
+                    let error = format!("cannot coordinate with other instances: {err}");
+                    self.save_state(&mut failed, RunStatus::Failed, &error)
+                        .await;
+                }
+                return None;
+            }
+        };
+        if !new {
+            let latest = self.records.run(row.run_id).await;
+            if latest
+                .ok()
+                .flatten()
+                .is_none_or(|run| run.status().is_final())
+            {
+                let _ = self.state.release_lease(&lease).await;
+                return None;
+            }
+        }
+        tracing::info!(run_id = %row.run_id, fence = lease.fence, "holding the day's lease");
+        Some(lease)
+    }
+
+    /// With a shared state, takes up (every lease lifetime) runs an instance that died
+    /// left behind, until the task is aborted. In-process state has no one else to
+    /// watch: runs are resumed at start only.
+    pub async fn run_resumer(self: Arc<Self>) {
+        if !self.state.is_shared() {
+            return;
+        }
+        loop {
+            tokio::time::sleep(self.lease_ttl).await;
+            if let Err(err) = self.resume_unfinished().await {
+                tracing::warn!(error = %err, "cannot look for unfinished analyses");
+            }
+        }
     }
 
     /// Attempts the run up to `max_attempts` times with doubling backoff, then records
@@ -328,11 +401,7 @@ impl Analyzer {
         result
     }
 
-    async fn write_summary(
-        &self,
-        row: &mut RunRow,
-        outcome: &Outcome,
-    ) -> Result<(), clickhouse::error::Error> {
+    async fn write_summary(&self, row: &mut RunRow, outcome: &Outcome) -> Result<(), JobError> {
         let narration = &outcome.narration;
         row.facts_ms = outcome.facts_ms;
         row.llm_ms = u32::try_from(narration.llm_ms).unwrap_or(u32::MAX);
@@ -343,7 +412,7 @@ impl Analyzer {
         let summary = SummaryRow {
             run_id: row.run_id,
             day: row.day,
-            version: self.records.next_version(row.day).await?,
+            version: self.next_version(row.day).await?,
             generated_at: Utc::now(),
             generator: narration.generator.as_str().into(),
             model: narration.model.clone(),
@@ -362,7 +431,13 @@ impl Analyzer {
                 .map(ToString::to_string)
                 .collect(),
         };
-        self.records.save_summary(&summary).await
+        Ok(self.records.save_summary(&summary).await?)
+    }
+
+    /// Allocated by the state (atomically across instances), above the highest stored.
+    async fn next_version(&self, day: NaiveDate) -> Result<u32, JobError> {
+        let floor = self.records.next_version(day).await? - 1;
+        Ok(self.state.allocate_version(day, floor).await?)
     }
 
     /// Enqueues yesterday (in the analyzer's zone) at every firing of the cron schedule,
@@ -381,6 +456,14 @@ impl Analyzer {
             };
             let wait = (next.to_utc() - Utc::now()).to_std().unwrap_or_default();
             tokio::time::sleep(wait).await;
+            match coordination::claim_firing(self.state.as_ref(), next.to_utc()).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot claim the schedule's firing; skipped");
+                    continue;
+                }
+            }
             let yesterday = yesterday(self.zone, Utc::now());
             let run = self.submit(yesterday, Trigger::Schedule);
             tracing::info!(day = %yesterday, run_id = %run.run_id, "scheduled analysis queued");

@@ -106,11 +106,14 @@ pub enum Reason {
     InternalError,
     /// The service was at its in-flight request limit (`http.max_in_flight`).
     Overloaded,
+    /// The shared state (Redis, `state.url`) did not answer, so whether the lead is a
+    /// duplicate cannot be known; nothing was delivered.
+    StateUnavailable,
 }
 
 impl Reason {
     /// Every reason, for exhaustive metric pre-registration and tests.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::InvalidPayload,
         Reason::InvalidField,
         Reason::UnsupportedMediaType,
@@ -127,6 +130,7 @@ impl Reason {
         Reason::DownstreamError,
         Reason::InternalError,
         Reason::Overloaded,
+        Reason::StateUnavailable,
     ];
 
     /// The wire and telemetry name (`lead.reason`).
@@ -148,6 +152,7 @@ impl Reason {
             Reason::DownstreamError => "downstream_error",
             Reason::InternalError => "internal_error",
             Reason::Overloaded => "overloaded",
+            Reason::StateUnavailable => "state_unavailable",
         }
     }
 
@@ -157,7 +162,8 @@ impl Reason {
             Reason::DownstreamTimeout
             | Reason::DownstreamError
             | Reason::InternalError
-            | Reason::Overloaded => Outcome::Failed,
+            | Reason::Overloaded
+            | Reason::StateUnavailable => Outcome::Failed,
             _ => Outcome::Rejected,
         }
     }
@@ -179,7 +185,7 @@ impl Reason {
             Reason::DownstreamTimeout => 504,
             Reason::DownstreamError => 502,
             Reason::InternalError => 500,
-            Reason::Overloaded => 503,
+            Reason::Overloaded | Reason::StateUnavailable => 503,
         }
     }
 }
@@ -288,6 +294,7 @@ mod tests {
             (Reason::DownstreamError, 502, Outcome::Failed),
             (Reason::InternalError, 500, Outcome::Failed),
             (Reason::Overloaded, 503, Outcome::Failed),
+            (Reason::StateUnavailable, 503, Outcome::Failed),
         ];
         assert_eq!(expected.len(), Reason::ALL.len());
         for (reason, status, outcome) in expected {
@@ -339,6 +346,7 @@ mod tests {
             "downstream_error",
             "internal_error",
             "overloaded",
+            "state_unavailable",
         ];
         for (reason, name) in Reason::ALL.into_iter().zip(names) {
             assert_wire_name(reason, reason.as_str(), name);

@@ -96,11 +96,11 @@ impl Application {
             header_read_timeout: Duration::from_millis(http.header_read_timeout_ms),
             grace: Duration::from_secs(http.shutdown_grace_secs),
         };
-        let schedule = self.start_analyzer().await;
+        let background = self.start_analyzer().await;
         let app = routes(&self.settings, self.ingest, self.analyzer, &self.telemetry);
         let served = server::serve(self.listener, app, limits, shutdown).await;
-        if let Some(schedule) = schedule {
-            schedule.abort();
+        for task in background {
+            task.abort();
         }
         self.telemetry.shutdown().await;
         served.map_err(ServeError::from)
@@ -108,15 +108,19 @@ impl Application {
 }
 
 impl Application {
-    /// Picks up runs a previous process left unfinished and starts the daily schedule.
-    async fn start_analyzer(&self) -> Option<tokio::task::JoinHandle<()>> {
+    /// Picks up runs a previous process left unfinished and starts the daily schedule
+    /// and (with a shared state) the watch for runs another instance left behind.
+    async fn start_analyzer(&self) -> Vec<tokio::task::JoinHandle<()>> {
         match self.analyzer.resume_unfinished().await {
             Ok(0) => {}
             Ok(count) => tracing::info!(count, "resumed unfinished analyses"),
             Err(err) => tracing::warn!(error = %err, "cannot look for unfinished analyses"),
         }
-        let enabled = self.settings.analyzer.schedule_enabled;
-        enabled.then(|| tokio::spawn(self.analyzer.clone().run_schedule()))
+        let mut tasks = vec![tokio::spawn(self.analyzer.clone().run_resumer())];
+        if self.settings.analyzer.schedule_enabled {
+            tasks.push(tokio::spawn(self.analyzer.clone().run_schedule()));
+        }
+        tasks
     }
 }
 

@@ -118,13 +118,15 @@ macro_rules! submission_response {
             /// downstream_error: the CRM refused or failed.
             #[oai(status = 502)]
             DownstreamError(Json<SubmissionReply>),
-            /// overloaded: the service is at its in-flight request limit; retry after
-            /// the given seconds.
+            /// overloaded: the service is at its in-flight request limit (the body is
+            /// not read and the connection is closed); state_unavailable: the shared
+            /// state (Redis) did not answer, so nothing was delivered. Retry after the
+            /// given seconds.
             #[oai(status = 503)]
             Overloaded(
                 Json<SubmissionReply>,
                 #[oai(header = "Retry-After")] u64,
-                #[oai(header = "Connection")] String,
+                #[oai(header = "Connection")] Option<String>,
             ),
             /// downstream_timeout: the CRM did not answer in time.
             #[oai(status = 504)]
@@ -153,10 +155,10 @@ macro_rules! submission_response {
                     ),
                     Some(Reason::RequestTimeout) => Self::RequestTimeout(reply, "close".to_owned()),
                     Some(Reason::ClientClosed) => Self::ClientClosed(reply),
-                    Some(Reason::Overloaded) => Self::Overloaded(
+                    Some(Reason::Overloaded | Reason::StateUnavailable) => Self::Overloaded(
                         reply,
                         verdict.retry_after.unwrap_or(1),
-                        "close".to_owned(),
+                        verdict.body_unread.then(|| "close".to_owned()),
                     ),
                     Some(Reason::DownstreamError) => Self::DownstreamError(reply),
                     Some(Reason::DownstreamTimeout) => Self::DownstreamTimeout(reply),
