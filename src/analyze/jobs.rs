@@ -35,6 +35,8 @@ pub enum JobError {
     Records(#[from] clickhouse::error::Error),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("another instance is analysing {0}; its run is listed by GET /v1/analyses?day={0}")]
+    DayHeld(NaiveDate),
 }
 
 /// A submitted analysis: the run it started or joined.
@@ -144,6 +146,13 @@ impl Analyzer {
             let run = self.records.run(submitted.run_id).await?;
             if let Some(run) = run.filter(|run| run.status().is_final()) {
                 return Ok(run);
+            }
+            // Gone from this process without a final state: it never got the day's lease.
+            if self.active_run(submitted.run_id).is_none() {
+                let run = self.records.run(submitted.run_id).await?;
+                return run
+                    .filter(|run| run.status().is_final())
+                    .ok_or(JobError::DayHeld(day));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -16,8 +16,13 @@ use crate::config::RateLimitSettings;
 #[derive(Debug, Default)]
 struct Leases {
     held: HashMap<String, (String, Instant)>,
-    fences: HashMap<String, u64>,
+    /// One counter for all names: fences grow per name too, and nothing is kept per
+    /// name once its lease is gone.
+    fence: u64,
 }
+
+/// Expired leases are dropped once this many are held (schedule firings add one each).
+const PRUNE_LEASES_ABOVE: usize = 1_024;
 
 #[derive(Debug)]
 pub struct MemoryState {
@@ -105,9 +110,11 @@ impl StateBackend for MemoryState {
         if leases.held.get(name).is_some_and(|(_, until)| *until > now) {
             return Ok(None);
         }
-        let fence = leases.fences.entry(name.to_owned()).or_default();
-        *fence += 1;
-        let lease = Lease::new(name, *fence, Holder::fresh());
+        if leases.held.len() >= PRUNE_LEASES_ABOVE {
+            leases.held.retain(|_, (_, until)| *until > now);
+        }
+        leases.fence += 1;
+        let lease = Lease::new(name, leases.fence, Holder::fresh());
         leases
             .held
             .insert(name.to_owned(), (lease.token(), now + ttl));

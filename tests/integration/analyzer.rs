@@ -15,7 +15,7 @@ use crate::fake_ollama::{FakeOllama, FakeOptions, Reply};
 use crate::simulate::{SCENARIOS, backfill, lab, landed, week_start};
 use crate::support::{TestDatabase, eventually, free_port};
 
-const ADMIN_TOKEN: &str = "test-admin-token";
+pub(crate) const ADMIN_TOKEN: &str = "test-admin-token";
 
 async fn findings_on(app: &TestApp, day: chrono::NaiveDate) -> Vec<Finding> {
     let query = FactsQuery {
@@ -100,7 +100,7 @@ async fn a_quiet_week_raises_no_high_severity_finding() {
 }
 
 /// A report with no number or name in it: always grounded.
-fn plain_report(day: &str) -> Value {
+pub(crate) fn plain_report(day: &str) -> Value {
     json!({
         "executive_summary": "Leads arrived through the configured sources.",
         "user_behavior": "People submitted leads during the day.",
@@ -125,7 +125,7 @@ async fn analyzer_app(ollama: &FakeOllama, db: &TestDatabase) -> TestApp {
     .await
 }
 
-async fn start(app: &TestApp, day: &str) -> reqwest::Response {
+pub(crate) async fn start(app: &TestApp, day: &str) -> reqwest::Response {
     app.http
         .post(app.url("/v1/analyses"))
         .bearer_auth(ADMIN_TOKEN)
@@ -136,7 +136,7 @@ async fn start(app: &TestApp, day: &str) -> reqwest::Response {
 }
 
 /// Polls a run until it ends; returns the run with its summary.
-async fn finished(app: &TestApp, run_id: &str) -> Value {
+pub(crate) async fn finished(app: &TestApp, run_id: &str) -> Value {
     let path = format!("/v1/analyses/{run_id}");
     eventually("the analysis to finish", Duration::from_secs(60), || {
         let path = path.clone();

@@ -21,6 +21,7 @@ mod openapi;
 mod otel_pipeline;
 mod real_model;
 mod reconcile;
+mod replicas;
 mod sampling;
 mod shedding;
 mod simulate;
