@@ -15,6 +15,7 @@ pub mod schema;
 pub mod secret;
 pub mod service;
 pub mod sources;
+pub mod state;
 
 pub use analyzer::{AnalyzerSettings, DetectorSettings, LlmProvider, LlmSettings};
 pub use schema::{SETTINGS, SettingDoc};
@@ -24,6 +25,7 @@ pub use service::{
     OtlpProtocol, RateLimitSettings, UnknownFields,
 };
 pub use sources::{FormSettings, KeyRole, KeySettings, SourceSettings};
+pub use state::StateSettings;
 
 /// The prefix of every environment variable this program reads.
 pub const ENV_PREFIX: &str = "LEADLAB_";
@@ -54,6 +56,7 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub rate_limit: RateLimitSettings,
     pub keyless: KeylessSettings,
+    pub state: StateSettings,
     pub analyzer: AnalyzerSettings,
     pub llm: LlmSettings,
     pub detectors: DetectorSettings,
@@ -258,6 +261,9 @@ impl Settings {
                 "burst >= 1, per_second > 0 and max_addresses >= 2 are needed".into(),
             );
         }
+        if let Err((key, reason)) = self.state.check() {
+            return fail(key, reason);
+        }
         sources::check(&self.sources, &self.forms, &self.rate_limit).map_err(|reason| {
             ConfigError::OutOfRange {
                 key: "sources",
@@ -421,9 +427,16 @@ mod tests {
         s.clickhouse.password = "hunter2".into();
         s.ingest.submitter_secret = "pepper-3".into();
         s.llm.api_key = "sk-very-secret".into();
+        s.state.url = "redis://:redis-pw-5@127.0.0.1:6379".into();
         let printed = [s.to_redacted_toml(), format!("{s:?}"), format!("{s:#?}")];
         for shown in &printed {
-            for secret in ["admin-tok-1", "hunter2", "pepper-3", "sk-very-secret"] {
+            for secret in [
+                "admin-tok-1",
+                "hunter2",
+                "pepper-3",
+                "sk-very-secret",
+                "redis-pw-5",
+            ] {
                 assert!(!shown.contains(secret), "{secret} printed");
             }
             assert!(shown.contains(secret::REDACTED));

@@ -9,5 +9,6 @@ pub mod domain;
 pub mod http;
 pub mod ingest;
 pub mod simulate;
+pub mod state;
 pub mod store;
 pub mod telemetry;

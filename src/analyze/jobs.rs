@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use super::coordination;
 use super::facts::{self, FactsQuery};
 use super::llm::LlmClient;
 use super::narrate::{Narration, NarrationInput, narrate};
@@ -24,6 +25,7 @@ use super::recording;
 use super::records::{INTERRUPTED, Records, RunRow, RunStatus, SummaryRow, Trigger};
 use super::{Finding, detect};
 use crate::config::Settings;
+use crate::state::{SharedState, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -33,6 +35,10 @@ pub enum JobError {
     Llm(#[from] super::llm::LlmError),
     #[error("cannot read or write analysis records: {0}")]
     Records(#[from] clickhouse::error::Error),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("another instance is analysing {0}; its run is listed by GET /v1/analyses?day={0}")]
+    DayHeld(NaiveDate),
 }
 
 /// A submitted analysis: the run it started or joined.
@@ -66,6 +72,9 @@ pub struct Analyzer {
     stopping: CancellationToken,
     /// The grace period is over: running attempts are dropped and handed back.
     abandoning: CancellationToken,
+    /// Leases and report versions: shared with the other instances when `state.url` is set.
+    state: SharedState,
+    lease_ttl: Duration,
 }
 
 impl Analyzer {
@@ -88,6 +97,8 @@ impl Analyzer {
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
             abandoning: CancellationToken::new(),
+            state: crate::state::from_settings(settings, 2)?,
+            lease_ttl: Duration::from_millis(settings.state.lease_ttl_ms),
         }))
     }
 
@@ -147,6 +158,13 @@ impl Analyzer {
             if let Some(run) = run.filter(|run| run.status().is_final()) {
                 return Ok(run);
             }
+            // Gone from this process without a final state: it never got the day's lease.
+            if self.active_run(submitted.run_id).is_none() {
+                let run = self.records.run(submitted.run_id).await?;
+                return run
+                    .filter(|run| run.status().is_final())
+                    .ok_or(JobError::DayHeld(day));
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -170,8 +188,13 @@ impl Analyzer {
     }
 
     /// How long a run may go without a new state before it counts as abandoned: longer
-    /// than the slowest attempt (the model's timeout) and the backoff around it.
+    /// than the slowest attempt (the model's timeout) and the backoff around it. With a
+    /// shared state the day's lease says whether someone works on it: any unfinished run
+    /// is a candidate, and only one whose lease is free is taken up.
     fn stale_after(&self) -> Duration {
+        if self.state.is_shared() {
+            return Duration::ZERO;
+        }
         let per_attempt = self.settings.llm.timeout_ms + self.settings.analyzer.retry_backoff_ms;
         let attempts = u64::from(self.settings.analyzer.max_attempts.max(1));
         Duration::from_millis((2 * per_attempt * attempts).max(300_000))
@@ -181,31 +204,33 @@ impl Analyzer {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `row` on a worker; a new run is first recorded as queued.
+    /// Runs `row` on a worker under the day's lease; a new run is first recorded as
+    /// queued.
     fn spawn(self: &Arc<Self>, row: RunRow, new: bool) {
         let analyzer = self.clone();
         self.tasks.spawn(async move {
             let day = row.day;
-            let recorded = if new {
-                analyzer.records.save_run(&row).await
-            } else {
-                Ok(())
-            };
-            if let Err(err) = recorded {
-                tracing::warn!(run_id = %row.run_id, error = %err, "cannot record the queued run");
+            if let Some(lease) = analyzer.claim(&row, new).await {
+                let work = analyzer.work_on(row, new);
+                let state = analyzer.state.as_ref();
+                coordination::hold(state, &lease, analyzer.lease_ttl, work).await;
             }
-            let permit = tokio::select! {
-                permit = analyzer.workers.clone().acquire_owned() => permit,
-                () = analyzer.stopping.cancelled() => {
-                    analyzer.hand_back(row).await;
-                    analyzer.lock_active().remove(&day);
-                    return;
-                }
-            };
-            analyzer.execute(row).await;
-            drop(permit);
             analyzer.lock_active().remove(&day);
         });
+    }
+
+    /// Waits for a worker and runs `row`; a run still waiting when the service stops is
+    /// handed back for the next start.
+    async fn work_on(&self, row: RunRow, new: bool) {
+        if new && let Err(err) = self.records.save_run(&row).await {
+            tracing::warn!(run_id = %row.run_id, error = %err, "cannot record the queued run");
+        }
+        let permit = tokio::select! {
+            permit = self.workers.clone().acquire_owned() => permit,
+            () = self.stopping.cancelled() => return self.hand_back(row).await,
+        };
+        self.execute(row).await;
+        drop(permit);
     }
 
     /// Stops the analyzer as a service stops: no new work starts, runs in progress get
@@ -234,6 +259,64 @@ impl Analyzer {
         tracing::info!(run_id = %row.run_id, day = %row.day, "analysis interrupted by shutdown");
         self.save_state(&mut row, RunStatus::Queued, INTERRUPTED)
             .await;
+    }
+
+    /// The day's lease for `row`, unless another instance works on the day (or already
+    /// finished a resumed run). A new run that cannot get a lease because the state is
+    /// unavailable is recorded as failed, so its requester learns why.
+    async fn claim(&self, row: &RunRow, new: bool) -> Option<crate::state::Lease> {
+        let claimed = coordination::claim_day(self.state.as_ref(), row.day, self.lease_ttl).await;
+        let lease = match claimed {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                tracing::info!(run_id = %row.run_id, day = %row.day, "another instance analyses the day");
+                return None;
+            }
+            Err(err) => {
+                tracing::warn!(run_id = %row.run_id, error = %err, "cannot take the day's lease");
+                if new {
+                    let mut failed = row.clone();
+                    let error = format!("cannot coordinate with other instances: {err}");
+                    self.save_state(&mut failed, RunStatus::Failed, &error)
+                        .await;
+                }
+                return None;
+            }
+        };
+        if !new {
+            let latest = self.records.run(row.run_id).await;
+            if latest
+                .ok()
+                .flatten()
+                .is_none_or(|run| run.status().is_final())
+            {
+                let _ = self.state.release_lease(&lease).await;
+                return None;
+            }
+        }
+        tracing::info!(run_id = %row.run_id, fence = lease.fence, "holding the day's lease");
+        Some(lease)
+    }
+
+    /// With a shared state, starts the watch that takes up (every lease lifetime) runs
+    /// an instance that died left behind, until the analyzer stops. In-process state has
+    /// no one else to watch: runs are resumed at start only.
+    pub fn start_resumer(self: &Arc<Self>) {
+        if self.state.is_shared() {
+            self.tasks.spawn(self.clone().run_resumer());
+        }
+    }
+
+    async fn run_resumer(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.lease_ttl) => {}
+                () = self.stopping.cancelled() => return,
+            }
+            if let Err(err) = self.resume_unfinished().await {
+                tracing::warn!(error = %err, "cannot look for unfinished analyses");
+            }
+        }
     }
 
     /// Attempts the run up to `max_attempts` times with doubling backoff, then records
@@ -399,7 +482,7 @@ impl Analyzer {
         &self,
         row: &mut RunRow,
         outcome: &AttemptOutcome,
-    ) -> Result<(), clickhouse::error::Error> {
+    ) -> Result<(), JobError> {
         let narration = &outcome.narration;
         row.facts_ms = outcome.facts_ms;
         row.llm_ms = u32::try_from(narration.llm_ms).unwrap_or(u32::MAX);
@@ -410,7 +493,7 @@ impl Analyzer {
         let summary = SummaryRow {
             run_id: row.run_id,
             day: row.day,
-            version: self.records.next_version(row.day).await?,
+            version: self.next_version(row.day).await?,
             generated_at: Utc::now(),
             generator: narration.generator.as_str().into(),
             model: narration.model.clone(),
@@ -429,7 +512,13 @@ impl Analyzer {
                 .map(ToString::to_string)
                 .collect(),
         };
-        self.records.save_summary(&summary).await
+        Ok(self.records.save_summary(&summary).await?)
+    }
+
+    /// Allocated by the state (atomically across instances), above the highest stored.
+    async fn next_version(&self, day: NaiveDate) -> Result<u32, JobError> {
+        let floor = self.records.next_version(day).await? - 1;
+        Ok(self.state.allocate_version(day, floor).await?)
     }
 
     /// Starts the daily schedule as one of the analyzer's tasks.
@@ -455,6 +544,14 @@ impl Analyzer {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.stopping.cancelled() => return,
+            }
+            match coordination::claim_firing(self.state.as_ref(), next.to_utc()).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot claim the schedule's firing; skipped");
+                    continue;
+                }
             }
             let yesterday = yesterday(self.zone, Utc::now());
             let run = self.submit(yesterday, Trigger::Schedule);

@@ -2,6 +2,7 @@
 //! checked against those facts, written back as versioned records.
 
 pub mod budget;
+pub mod coordination;
 pub mod detect;
 pub mod eval;
 pub mod facts;

@@ -236,6 +236,26 @@ pub const SETTINGS: &[SettingDoc] = &[
         meaning: "addresses the keyless limit tracks at most (memory bound)",
     },
     SettingDoc {
+        key: "state.url",
+        default: "(empty)",
+        meaning: "Redis URL (redis://host:6379) for dedup, rate limits and analysis leases shared by replicas; empty keeps them in this process; never printed",
+    },
+    SettingDoc {
+        key: "state.timeout_ms",
+        default: "250",
+        meaning: "how long one Redis operation may take before the state counts as unavailable",
+    },
+    SettingDoc {
+        key: "state.lease_ttl_ms",
+        default: "30000",
+        meaning: "lifetime of an analysis-day lease without renewal: another instance resumes a crashed holder's run after it",
+    },
+    SettingDoc {
+        key: "state.dedup_max_mb",
+        default: "64",
+        meaning: "memory cap (MiB) of each in-process dedup index; past it the oldest entries are forgotten",
+    },
+    SettingDoc {
         key: "admin_token",
         default: "(empty)",
         meaning: "Bearer token of the analysis endpoints (empty: they answer 401); never printed",

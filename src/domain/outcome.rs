@@ -119,6 +119,9 @@ pub enum Reason {
     InternalError,
     /// The service was at its in-flight request limit (`http.max_in_flight`).
     Overloaded,
+    /// The shared state (Redis, `state.url`) did not answer, so whether the lead is a
+    /// duplicate cannot be known; nothing was delivered.
+    StateUnavailable,
 }
 
 impl Reason {
@@ -128,7 +131,8 @@ impl Reason {
             Reason::DownstreamTimeout
             | Reason::DownstreamError
             | Reason::InternalError
-            | Reason::Overloaded => Outcome::Failed,
+            | Reason::Overloaded
+            | Reason::StateUnavailable => Outcome::Failed,
             Reason::InvalidPayload
             | Reason::InvalidField
             | Reason::UnsupportedMediaType
@@ -166,7 +170,7 @@ impl Reason {
             Reason::DownstreamTimeout => 504,
             Reason::DownstreamError => 502,
             Reason::InternalError => 500,
-            Reason::Overloaded => 503,
+            Reason::Overloaded | Reason::StateUnavailable => 503,
         }
     }
 }
@@ -235,6 +239,7 @@ mod tests {
             (Reason::DownstreamError, 502, Outcome::Failed),
             (Reason::InternalError, 500, Outcome::Failed),
             (Reason::Overloaded, 503, Outcome::Failed),
+            (Reason::StateUnavailable, 503, Outcome::Failed),
         ];
         assert_eq!(expected.len(), Reason::ALL.len());
         for (reason, status, outcome) in expected {
@@ -284,6 +289,7 @@ mod tests {
             "downstream_error",
             "internal_error",
             "overloaded",
+            "state_unavailable",
         ];
         for (reason, name) in Reason::ALL.iter().copied().zip(names) {
             assert_wire_name(reason, reason.as_str(), name);

@@ -124,13 +124,15 @@ impl Application {
 }
 
 impl Application {
-    /// Picks up runs a previous process left unfinished and starts the daily schedule.
+    /// Picks up runs a previous process left unfinished and starts the daily schedule
+    /// and the watch for runs another instance left behind (with a shared state).
     async fn start_analyzer(&self) {
         match self.analyzer.resume_unfinished().await {
             Ok(0) => {}
             Ok(count) => tracing::info!(count, "resumed unfinished analyses"),
             Err(err) => tracing::warn!(error = %err, "cannot look for unfinished analyses"),
         }
+        self.analyzer.start_resumer();
         if self.settings.analyzer.schedule_enabled {
             self.analyzer.start_schedule();
         }

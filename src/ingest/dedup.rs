@@ -4,14 +4,12 @@
 //! its reservation, so the submitter's retry is not mistaken for a duplicate. The
 //! reservation is a guard: a request dropped mid-delivery (its client went away)
 //! releases it too, so the client's retry is not answered as a duplicate of itself.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+//! Where the reservations live is the state backend's business (in-process or Redis).
 
 use chrono::{DateTime, Utc};
 
 use crate::domain::SubmitterHash;
+use crate::state::{Claim, Fingerprint, Holder, StateBackend, StateError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DedupKey {
@@ -21,157 +19,87 @@ pub struct DedupKey {
 }
 
 impl DedupKey {
-    /// The `Idempotency-Key` sent to the CRM: the same for every attempt of one lead
-    /// (same submitter, source and page), so a client's retry after a timeout cannot
-    /// create a second CRM lead. Built from the submitter's keyed hash: no personal data.
-    pub fn idempotency_key(&self) -> String {
+    /// 16 bytes of a hash of submitter, source and page: what the state holds.
+    pub fn fingerprint(&self) -> Fingerprint {
         use sha2::{Digest, Sha256};
         let mut digest = Sha256::new();
         for part in [self.submitter.as_str(), &self.source, &self.page] {
             digest.update(part.len().to_le_bytes());
             digest.update(part.as_bytes());
         }
-        hex::encode(&digest.finalize()[..16])
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest.finalize()[..16]);
+        Fingerprint(bytes)
+    }
+
+    /// The `Idempotency-Key` sent to the CRM: the same for every attempt of one lead
+    /// (same submitter, source and page), so a client's retry after a timeout cannot
+    /// create a second CRM lead. Built from the submitter's keyed hash: no personal data.
+    pub fn idempotency_key(&self) -> String {
+        self.fingerprint().to_string()
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Entry {
-    InFlight(DateTime<Utc>),
-    Accepted(DateTime<Utc>),
+/// Why a lead could not be reserved.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotReserved {
+    #[error("a lead with the same key is in flight or was accepted within the window")]
+    Duplicate,
+    #[error(transparent)]
+    Unavailable(#[from] StateError),
 }
 
-impl Entry {
-    fn at(self) -> DateTime<Utc> {
-        match self {
-            Entry::InFlight(at) | Entry::Accepted(at) => at,
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Entries {
-    by_key: HashMap<DedupKey, Entry>,
-    inserts: usize,
-}
-
-#[derive(Debug)]
-pub struct DedupIndex {
-    window: chrono::Duration,
-    entries: Mutex<Entries>,
-    /// Expired entries are swept every this many insertions, bounding memory to roughly
-    /// one window of distinct submitters.
-    sweep_every: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Duplicate;
-
-impl DedupIndex {
-    pub fn new(window: Duration) -> Self {
-        Self {
-            window: chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX),
-            entries: Mutex::default(),
-            sweep_every: 10_000,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Claims `key` at `at` unless an accepted or in-flight lead holds it within the
-    /// window. The reservation is released when dropped unless it was confirmed.
-    pub fn reserve(&self, key: DedupKey, at: DateTime<Utc>) -> Result<Reservation<'_>, Duplicate> {
-        self.claim(&key, at)?;
-        Ok(Reservation {
-            index: self,
-            key,
+/// Claims `key` at `at` unless an accepted or in-flight lead holds it within the
+/// window. The reservation is released when dropped unless it was confirmed.
+pub async fn reserve<'a>(
+    state: &'a dyn StateBackend,
+    key: &DedupKey,
+    at: DateTime<Utc>,
+) -> Result<Reservation<'a>, NotReserved> {
+    let fingerprint = key.fingerprint();
+    let holder = Holder::fresh();
+    match state.reserve(fingerprint, holder, at).await? {
+        Claim::Duplicate => Err(NotReserved::Duplicate),
+        Claim::Reserved => Ok(Reservation {
+            state,
+            fingerprint,
+            holder,
+            at,
             settled: false,
-        })
-    }
-
-    fn claim(&self, key: &DedupKey, at: DateTime<Utc>) -> Result<(), Duplicate> {
-        let mut entries = self.lock();
-        let held = entries
-            .by_key
-            .get(key)
-            .is_some_and(|existing| (at - existing.at()).abs() < self.window);
-        if held {
-            return Err(Duplicate);
-        }
-        entries.by_key.insert(key.clone(), Entry::InFlight(at));
-        entries.inserts += 1;
-        if entries.inserts.is_multiple_of(self.sweep_every) {
-            let window = self.window;
-            entries
-                .by_key
-                .retain(|_, entry| (at - entry.at()).abs() < window);
-        }
-        Ok(())
-    }
-
-    /// The reserved lead was accepted: it now blocks duplicates for the whole window.
-    fn confirm(&self, key: &DedupKey) {
-        if let Some(entry) = self.lock().by_key.get_mut(key) {
-            *entry = Entry::Accepted(entry.at());
-        }
-    }
-
-    /// The reserved lead was not accepted (delivery failed): the submitter may retry.
-    fn release(&self, key: &DedupKey) {
-        let mut entries = self.lock();
-        if matches!(entries.by_key.get(key), Some(Entry::InFlight(_))) {
-            entries.by_key.remove(key);
-        }
-    }
-
-    /// Records leads accepted before this process started (read back from ClickHouse).
-    pub fn warm(&self, accepted: impl IntoIterator<Item = (DedupKey, DateTime<Utc>)>) -> usize {
-        let mut entries = self.lock();
-        let before = entries.by_key.len();
-        for (key, at) in accepted {
-            let newer = entries.by_key.get(&key).is_none_or(|e| e.at() < at);
-            if newer {
-                entries.by_key.insert(key, Entry::Accepted(at));
-            }
-        }
-        entries.by_key.len() - before
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().by_key.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        }),
     }
 }
 
 /// A claim on a dedup key while its lead is in flight.
 #[derive(Debug)]
 pub struct Reservation<'a> {
-    index: &'a DedupIndex,
-    key: DedupKey,
+    state: &'a dyn StateBackend,
+    fingerprint: Fingerprint,
+    holder: Holder,
+    at: DateTime<Utc>,
     settled: bool,
 }
 
 impl Reservation<'_> {
-    pub fn key(&self) -> &DedupKey {
-        &self.key
-    }
-
-    /// The lead was accepted: the key now blocks duplicates for the whole window.
-    pub fn confirm(mut self) {
+    /// The lead was accepted: the key now blocks duplicates for the whole window. Should
+    /// the state not answer, the reservation itself still blocks them until it expires
+    /// with the window, so the lead stays accepted.
+    pub async fn confirm(mut self) {
         self.settled = true;
-        self.index.confirm(&self.key);
+        if let Err(err) = self
+            .state
+            .confirm(self.fingerprint, self.holder, self.at)
+            .await
+        {
+            tracing::warn!(error = %err, "cannot confirm a dedup reservation; it holds until the window ends");
+        }
     }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if !self.settled {
-            self.index.release(&self.key);
+            self.state.release(self.fingerprint, self.holder);
         }
     }
 }
@@ -179,9 +107,11 @@ impl Drop for Reservation<'_> {
 #[cfg(test)]
 mod tests {
     use std::future::Future as _;
+    use std::time::Duration;
 
     use super::*;
     use crate::domain::{Email, SubmitterHasher};
+    use crate::state::memory::MemoryState;
 
     fn key(email: &str, page: &str) -> DedupKey {
         let hasher = SubmitterHasher::new("test-secret");
@@ -196,59 +126,38 @@ mod tests {
         DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
     }
 
-    fn index() -> DedupIndex {
-        DedupIndex::new(Duration::from_secs(600))
+    fn state() -> MemoryState {
+        MemoryState::new(Duration::from_secs(600), 1, 16)
     }
 
-    #[test]
-    fn the_same_submitter_source_and_page_within_the_window_is_a_duplicate() {
-        let dedup = index();
+    #[tokio::test]
+    async fn a_confirmed_lead_blocks_its_duplicates_for_the_window() {
+        let state = state();
         let k = key("ann@example.com", "/pricing");
-        dedup.reserve(k.clone(), t(0)).unwrap().confirm();
-        assert_eq!(dedup.reserve(k.clone(), t(599)).unwrap_err(), Duplicate);
-        assert!(dedup.reserve(k, t(600)).is_ok(), "window elapsed");
+        reserve(&state, &k, t(0)).await.unwrap().confirm().await;
+        let again = reserve(&state, &k, t(599)).await.unwrap_err();
+        assert!(matches!(again, NotReserved::Duplicate));
+        assert!(reserve(&state, &k, t(600)).await.is_ok(), "window elapsed");
+        let other = key("ann@example.com", "/checkout");
+        assert!(reserve(&state, &other, t(1)).await.is_ok());
     }
 
-    #[test]
-    fn another_page_or_submitter_is_not_a_duplicate() {
-        let dedup = index();
-        let _first = dedup
-            .reserve(key("ann@example.com", "/pricing"), t(0))
-            .unwrap();
-        assert!(
-            dedup
-                .reserve(key("ann@example.com", "/checkout"), t(1))
-                .is_ok()
-        );
-        assert!(
-            dedup
-                .reserve(key("bob@example.com", "/pricing"), t(1))
-                .is_ok()
-        );
-    }
-
-    #[test]
-    fn an_in_flight_lead_blocks_a_double_click() {
-        let dedup = index();
+    #[tokio::test]
+    async fn an_in_flight_lead_blocks_a_double_click_and_its_release_lets_the_retry_through() {
+        let state = state();
         let k = key("ann@example.com", "/pricing");
-        let _in_flight = dedup.reserve(k.clone(), t(0)).unwrap();
-        assert_eq!(dedup.reserve(k, t(0)).unwrap_err(), Duplicate);
+        let in_flight = reserve(&state, &k, t(0)).await.unwrap();
+        assert!(reserve(&state, &k, t(0)).await.is_err());
+        drop(in_flight);
+        assert!(reserve(&state, &k, t(5)).await.is_ok());
     }
 
-    #[test]
-    fn a_released_reservation_lets_the_retry_through() {
-        let dedup = index();
-        let k = key("ann@example.com", "/pricing");
-        drop(dedup.reserve(k.clone(), t(0)).unwrap());
-        assert!(dedup.reserve(k, t(5)).is_ok());
-    }
-
-    #[test]
-    fn a_reservation_dropped_with_its_request_is_released() {
-        let dedup = index();
+    #[tokio::test]
+    async fn a_reservation_dropped_with_its_request_is_released() {
+        let state = state();
         let k = key("ann@example.com", "/pricing");
         let request = async {
-            let _reservation = dedup.reserve(k.clone(), t(0)).unwrap();
+            let _reservation = reserve(&state, &k, t(0)).await.unwrap();
             std::future::pending::<()>().await;
         };
         // The client goes away mid-delivery: the request future is dropped unfinished.
@@ -257,10 +166,10 @@ mod tests {
         let _ = request
             .as_mut()
             .poll(&mut std::task::Context::from_waker(waker));
-        assert_eq!(dedup.len(), 1);
+        assert_eq!(state.dedup_len(), 1);
         drop(request);
         assert!(
-            dedup.reserve(k, t(1)).is_ok(),
+            reserve(&state, &k, t(1)).await.is_ok(),
             "the retry is not a duplicate"
         );
     }
@@ -282,28 +191,5 @@ mod tests {
         );
         assert_eq!(a.idempotency_key().len(), 32);
         assert!(!a.idempotency_key().contains("ann"));
-    }
-
-    #[test]
-    fn warmed_entries_block_duplicates_after_a_restart() {
-        let dedup = index();
-        let k = key("ann@example.com", "/pricing");
-        assert_eq!(dedup.warm([(k.clone(), t(0))]), 1);
-        assert_eq!(dedup.reserve(k, t(10)).unwrap_err(), Duplicate);
-    }
-
-    #[test]
-    fn expired_entries_are_swept() {
-        let mut dedup = index();
-        dedup.sweep_every = 2;
-        dedup
-            .reserve(key("a@example.com", "/p"), t(0))
-            .unwrap()
-            .confirm();
-        dedup
-            .reserve(key("b@example.com", "/p"), t(10_000))
-            .unwrap()
-            .confirm();
-        assert_eq!(dedup.len(), 1);
     }
 }

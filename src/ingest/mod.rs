@@ -5,7 +5,6 @@ pub mod body;
 pub mod dedup;
 pub mod delivery;
 pub mod pipeline;
-pub mod rate_limit;
 mod record;
 pub mod setup;
 

@@ -12,15 +12,16 @@ use uuid::Uuid;
 
 use super::auth::{Caller, Client, Credentials, MalformedStatedTime, SourceRegistry};
 use super::body::{BodyError, RawBody};
-use super::dedup::{DedupIndex, DedupKey};
+use super::dedup::{DedupKey, NotReserved};
 use super::delivery::{Delivery, DeliveryOutcome, LeadDelivery};
-use super::rate_limit::{RateLimiter, address_key};
 use super::record::{Ending, Record};
 use crate::config::{FormSettings, RateLimitSettings, UnknownFields};
 use crate::domain::{
     ACCEPTED_STATUS, Field, LeadInput, Outcome, PagePath, Reason, Rejection, SourceName,
     SubmitterHasher,
 };
+use crate::state::rate_limit::address_key;
+use crate::state::{BucketKey, RetryAfter, SharedState, StateBackend};
 use crate::telemetry::LeadMetrics;
 
 /// The closed set of `lead.endpoint` values.
@@ -62,21 +63,17 @@ impl Verdict {
     }
 }
 
-/// Rate-limit and dedup state of one kind of traffic. Live traffic and replayed history
-/// (stated event times) each have their own, so a backfill can never throttle or
-/// dedupe a live lead, nor the other way round.
-pub(super) struct TrafficState {
-    pub limiter: RateLimiter,
-    pub dedup: DedupIndex,
-}
-
 /// Everything the pipeline needs, built once at startup.
 pub struct Ingest {
     pub(super) registry: SourceRegistry,
     pub(super) forms: Vec<FormSettings>,
-    pub(super) live: TrafficState,
-    pub(super) replayed: TrafficState,
-    pub(super) keyless: RateLimiter<IpAddr>,
+    /// Rate-limit and dedup state of live traffic (also of keyless addresses): shared
+    /// by the replicas when `state.url` is set.
+    pub(super) live: SharedState,
+    /// The same for replayed history (stated event times), always in this process: its
+    /// windows run on simulated time, not the clock Redis expires keys by, and a
+    /// backfill can never throttle or dedupe a live lead, nor the other way round.
+    pub(super) replayed: SharedState,
     pub(super) keyless_limit: RateLimitSettings,
     /// `None` when no CRM is configured.
     pub(super) delivery: Option<Delivery>,
@@ -103,7 +100,7 @@ impl Ingest {
     ) -> Verdict {
         let caller = self.registry.identify(creds);
         let mut record = self.record(Endpoint::Leads, None, &caller);
-        if let Err(ending) = self.admit(&mut record, &caller, peer) {
+        if let Err(ending) = self.admit(&mut record, &caller, peer).await {
             return record.finish(ending);
         }
         let lead = match read(body, "application/json").await {
@@ -127,7 +124,7 @@ impl Ingest {
         let caller = self.registry.identify(creds);
         let Some(form) = self.forms.iter().find(|f| f.id == form_id) else {
             let mut record = self.record(Endpoint::Forms, Some("unknown".into()), &caller);
-            if let Err(ending) = self.admit(&mut record, &caller, peer) {
+            if let Err(ending) = self.admit(&mut record, &caller, peer).await {
                 return record.finish(ending);
             }
             let ending = Ending::rejected(
@@ -140,7 +137,7 @@ impl Ingest {
         let mut record = self.record(Endpoint::Forms, Some(form.id.clone()), &caller);
         record.source = form.source.clone();
         record.page = form.page.clone();
-        if let Err(ending) = self.admit(&mut record, &caller, peer) {
+        if let Err(ending) = self.admit(&mut record, &caller, peer).await {
             return record.finish(ending);
         }
         let lead = read(body, "application/x-www-form-urlencoded")
@@ -165,7 +162,7 @@ impl Ingest {
     ) -> Result<Vec<Verdict>, Verdict> {
         let caller = self.registry.identify(creds);
         let mut record = self.record(Endpoint::Batch, None, &caller);
-        if let Err(ending) = self.admit(&mut record, &caller, peer) {
+        if let Err(ending) = self.admit(&mut record, &caller, peer).await {
             return Err(record.finish(ending));
         }
         let bytes = read(body, "application/json").await;
@@ -218,7 +215,7 @@ impl Ingest {
     /// What is decided before the body is read: requests without a valid key are
     /// limited by address (nothing of theirs is read or parsed past the limit), and a
     /// stated event time must be well-formed, vouched for and within bounds.
-    fn admit(
+    async fn admit(
         &self,
         record: &mut Record<'_>,
         caller: &Caller<'_>,
@@ -226,7 +223,11 @@ impl Ingest {
     ) -> Result<(), Ending> {
         if !caller.has_valid_key() {
             let address = address_key(peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
-            if let Err(wait) = self.keyless.check(&address, self.keyless_limit, Utc::now()) {
+            let bucket = BucketKey::Address(address);
+            let limited = self
+                .limited(self.live.as_ref(), bucket, self.keyless_limit, Utc::now())
+                .await;
+            if let Some(wait) = limited {
                 return Err(Ending::rejected(
                     Reason::RateLimited,
                     None,
@@ -342,7 +343,8 @@ impl Ingest {
             &self.live
         };
         let at: DateTime<Utc> = record.event_start.into();
-        if let Err(wait) = state.limiter.check(&client.id, client.limit, at) {
+        let bucket = BucketKey::Client(&client.id);
+        if let Some(wait) = self.limited(state.as_ref(), bucket, client.limit, at).await {
             return Ending::rejected(
                 Reason::RateLimited,
                 None,
@@ -357,7 +359,7 @@ impl Ingest {
     async fn deduplicate_and_deliver(
         &self,
         record: &mut Record<'_>,
-        state: &TrafficState,
+        state: &SharedState,
         client: &Client,
         lead: &LeadInput,
         at: DateTime<Utc>,
@@ -367,16 +369,31 @@ impl Ingest {
             source: client.source.clone(),
             page: lead.page.as_str().to_owned(),
         };
-        let Ok(reservation) = state.dedup.reserve(key, at) else {
-            return Ending::rejected(
-                Reason::Duplicate,
-                None,
-                "the same lead was already submitted for this source and page",
-            );
+        let reservation = match super::dedup::reserve(state.as_ref(), &key, at).await {
+            Ok(reservation) => reservation,
+            Err(NotReserved::Duplicate) => {
+                return Ending::rejected(
+                    Reason::Duplicate,
+                    None,
+                    "the same lead was already submitted for this source and page",
+                );
+            }
+            // Fail closed: without the shared index a duplicate cannot be ruled out,
+            // and accepting it would hand the CRM the same lead twice.
+            Err(NotReserved::Unavailable(err)) => {
+                tracing::warn!(error = %err, "dedup state unavailable; lead refused");
+                self.metrics.record_state_unavailable("dedup");
+                return Ending::rejected(
+                    Reason::StateUnavailable,
+                    None,
+                    "duplicate detection is unavailable; nothing was delivered, retry later",
+                )
+                .retry_after(1);
+            }
         };
         let lead_id = Uuid::now_v7();
         record.lead_id = Some(lead_id);
-        let idempotency_key = reservation.key().idempotency_key();
+        let idempotency_key = key.idempotency_key();
         let outcome = self
             .deliver(record, lead, lead_id, &idempotency_key, at)
             .await;
@@ -385,7 +402,7 @@ impl Ingest {
         // this future is dropped mid-delivery.
         match outcome {
             DeliveryOutcome::NotConfigured | DeliveryOutcome::Delivered { .. } => {
-                reservation.confirm();
+                reservation.confirm().await;
                 Ending::accepted()
             }
             DeliveryOutcome::TimedOut { .. } => Ending::rejected(
@@ -398,6 +415,25 @@ impl Ingest {
                 None,
                 "the downstream CRM refused or failed",
             ),
+        }
+    }
+
+    /// When `bucket` has no token left, how long to wait. Rate limits fail open: a
+    /// state that does not answer lets the request through, counted.
+    async fn limited(
+        &self,
+        state: &dyn StateBackend,
+        bucket: BucketKey<'_>,
+        limit: RateLimitSettings,
+        at: DateTime<Utc>,
+    ) -> Option<RetryAfter> {
+        match state.take_token(bucket, limit, at).await {
+            Ok(taken) => taken.err(),
+            Err(err) => {
+                tracing::warn!(error = %err, "rate-limit state unavailable; request let through");
+                self.metrics.record_state_unavailable("rate_limit");
+                None
+            }
         }
     }
 

@@ -7,10 +7,9 @@ use chrono::{DateTime, Utc};
 use opentelemetry_sdk::trace::SdkTracer;
 
 use super::auth::SourceRegistry;
-use super::dedup::{DedupIndex, DedupKey};
+use super::dedup::DedupKey;
 use super::delivery::{Delivery, DeliveryInitError};
-use super::pipeline::{Ingest, TrafficState};
-use super::rate_limit::RateLimiter;
+use super::pipeline::Ingest;
 use crate::config::Settings;
 use crate::domain::{SubmitterHash, SubmitterHasher};
 use crate::telemetry::LeadMetrics;
@@ -21,6 +20,8 @@ pub enum IngestError {
     Delivery(#[from] DeliveryInitError),
     #[error("cannot read accepted leads to warm the dedup index: {0}")]
     Warm(#[from] clickhouse::error::Error),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
@@ -38,16 +39,12 @@ impl Ingest {
         tracer: SdkTracer,
         metrics: LeadMetrics,
     ) -> Result<Self, IngestError> {
-        let state = || TrafficState {
-            limiter: RateLimiter::default(),
-            dedup: DedupIndex::new(dedup_window(settings)),
-        };
+        let addresses = settings.keyless.max_addresses;
         Ok(Self {
             registry: SourceRegistry::new(&settings.sources, settings.rate_limit),
             forms: settings.forms.clone(),
-            live: state(),
-            replayed: state(),
-            keyless: RateLimiter::with_capacity(settings.keyless.max_addresses),
+            live: crate::state::from_settings(settings, addresses)?,
+            replayed: crate::state::in_process(settings, addresses),
             keyless_limit: settings.keyless.limit(),
             delivery: Delivery::new(&settings.delivery)?,
             hasher: SubmitterHasher::new(settings.ingest.submitter_secret.expose()),
@@ -63,6 +60,7 @@ impl Ingest {
     /// Loads the live leads this service (all its replicas share the service name)
     /// accepted within the dedup window from `lead_submissions`; replayed history keeps
     /// its own dedup state and is not warmed.
+    /// A shared state is warmed too: it may have restarted empty.
     /// Returns how many dedup entries it added.
     pub async fn warm_dedup(
         &self,
@@ -87,9 +85,9 @@ impl Ingest {
                 source: row.source,
                 page: row.page,
             };
-            Some((key, row.last_at))
+            Some((key.fingerprint(), row.last_at))
         });
-        Ok(self.live.dedup.warm(entries))
+        Ok(self.live.warm(entries.collect()).await?)
     }
 }
 

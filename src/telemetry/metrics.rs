@@ -31,6 +31,7 @@ pub struct LeadMetrics {
     submissions: Counter<u64>,
     submission_duration: Histogram<f64>,
     delivery_duration: Histogram<f64>,
+    state_unavailable: Counter<u64>,
 }
 
 impl LeadMetrics {
@@ -59,6 +60,14 @@ impl LeadMetrics {
                 "leads.delivery.duration",
                 "Time to deliver an accepted lead, retries included",
             ),
+            state_unavailable: meter
+                .u64_counter("lead_lab.state.unavailable")
+                .with_unit("{operation}")
+                .with_description(
+                    "Shared-state (Redis) operations that failed, by feature: dedup refuses \
+                     the lead, rate_limit lets it through",
+                )
+                .build(),
         }
     }
 
@@ -92,6 +101,12 @@ impl LeadMetrics {
                 KeyValue::new("lead.replayed", replayed),
             ],
         );
+    }
+
+    /// A state operation of `feature` (`dedup` or `rate_limit`) that did not answer.
+    pub fn record_state_unavailable(&self, feature: &'static str) {
+        self.state_unavailable
+            .add(1, &[KeyValue::new("state.feature", feature)]);
     }
 
     pub fn record_delivery(&self, source: &str, outcome: &'static str, duration: Duration) {

@@ -176,6 +176,12 @@ impl TestApp {
         Self::start(self.stack.clone(), self.keys.clone(), self.settings.clone()).await
     }
 
+    /// Another instance with the same settings (service name, keys, secret) running
+    /// beside this one: a replica behind the same load balancer.
+    pub async fn replica(&self) -> Self {
+        Self::start(self.stack.clone(), self.keys.clone(), self.settings.clone()).await
+    }
+
     async fn start(stack: Stack, keys: Keys, settings: Settings) -> Self {
         let app = Application::build(settings.clone())
             .await

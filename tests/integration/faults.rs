@@ -343,15 +343,7 @@ impl Service {
             .spawn()
             .expect("the lead-lab binary runs");
         let base = format!("http://127.0.0.1:{port}");
-        let healthz = format!("{base}/healthz");
-        eventually("the service to answer", Duration::from_secs(30), || {
-            let healthz = healthz.clone();
-            async move {
-                let answer = reqwest::get(&healthz).await.ok()?;
-                answer.status().is_success().then_some(())
-            }
-        })
-        .await;
+        crate::support::healthy(&base).await;
         Self {
             child,
             base,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["config"],
     &["domain", "telemetry"],
-    &["store"],
+    &["store", "state"],
     &["ingest", "analyze", "simulate"],
     &["http"],
     &["cli"],

@@ -22,6 +22,7 @@ mod openapi;
 mod otel_pipeline;
 mod real_model;
 mod reconcile;
+mod replicas;
 mod sampling;
 mod shedding;
 mod shutdown;

@@ -163,6 +163,19 @@ where
     }
 }
 
+/// Waits until the service at `base` answers `/healthz`.
+pub async fn healthy(base: &str) {
+    let healthz = format!("{base}/healthz");
+    eventually("the service to answer", Duration::from_secs(30), || {
+        let healthz = healthz.clone();
+        async move {
+            let answer = reqwest::get(&healthz).await.ok()?;
+            answer.status().is_success().then_some(())
+        }
+    })
+    .await;
+}
+
 /// For probes: an error is worth seeing in the test output, then retrying.
 pub fn logged<T, E: std::fmt::Display>(result: Result<T, E>) -> Option<T> {
     result
@@ -216,4 +229,92 @@ pub fn rotel_command(clickhouse: &ClickHouseSettings, grpc: u16, http: u16, dir:
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command
+}
+
+/// The stack's Redis (scripts/stack up --with-redis; scripts/test starts it), after
+/// checking it answers.
+pub async fn redis_url() -> String {
+    let url = format!(
+        "redis://{}:{}",
+        var("LEADLAB_REDIS_HOST", "127.0.0.1"),
+        var("LEADLAB_REDIS_PORT", "6379")
+    );
+    let client = redis::Client::open(url.as_str()).expect("a redis:// URL");
+    let answer = match client.get_multiplexed_async_connection().await {
+        Ok(mut connection) => redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(err) => Err(err.to_string()),
+    };
+    if let Err(err) = answer {
+        panic!(
+            "the stack's Redis does not answer at {url} ({err}); start it with \
+             `scripts/stack up --with-redis` (scripts/test does this for you)"
+        );
+    }
+    url
+}
+
+/// A redis-server of a test's own (one the test may stop without disturbing others),
+/// on a free port, with nothing persisted. Killed when dropped.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let mut redis = Self {
+            port: free_port(),
+            child: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again, on the same port) and waits until it answers.
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs it)");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).unwrap();
+        eventually(
+            "the private Redis to answer",
+            Duration::from_secs(10),
+            || {
+                let client = client.clone();
+                async move {
+                    let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut connection)
+                        .await
+                        .ok()
+                }
+            },
+        )
+        .await;
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
