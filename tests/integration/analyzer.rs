@@ -100,7 +100,7 @@ async fn a_quiet_week_raises_no_high_severity_finding() {
 }
 
 /// A report with no number or name in it: always grounded.
-fn plain_report(day: &str) -> Value {
+pub fn plain_report(day: &str) -> Value {
     json!({
         "executive_summary": "Leads arrived through the configured sources.",
         "user_behavior": "People submitted leads during the day.",
@@ -113,7 +113,7 @@ fn plain_report(day: &str) -> Value {
 
 /// A service whose analysis records live in a database of its own, so no other test's
 /// runs are joined, listed or resumed.
-async fn analyzer_app(ollama: &FakeOllama, db: &TestDatabase) -> TestApp {
+pub async fn analyzer_app(ollama: &FakeOllama, db: &TestDatabase) -> TestApp {
     let settings = ollama.settings();
     TestApp::spawn_with(|s| {
         s.clickhouse.database = db.name.clone();
@@ -125,7 +125,7 @@ async fn analyzer_app(ollama: &FakeOllama, db: &TestDatabase) -> TestApp {
     .await
 }
 
-async fn start(app: &TestApp, day: &str) -> reqwest::Response {
+pub async fn start(app: &TestApp, day: &str) -> reqwest::Response {
     app.http
         .post(app.url("/v1/analyses"))
         .bearer_auth(ADMIN_TOKEN)
@@ -136,7 +136,7 @@ async fn start(app: &TestApp, day: &str) -> reqwest::Response {
 }
 
 /// Polls a run until it ends; returns the run with its summary.
-async fn finished(app: &TestApp, run_id: &str) -> Value {
+pub async fn finished(app: &TestApp, run_id: &str) -> Value {
     let path = format!("/v1/analyses/{run_id}");
     eventually("the analysis to finish", Duration::from_secs(60), || {
         let path = path.clone();
@@ -154,7 +154,7 @@ async fn finished(app: &TestApp, run_id: &str) -> Value {
     .await
 }
 
-fn a_day() -> String {
+pub fn a_day() -> String {
     (chrono::Utc::now().date_naive() - chrono::Duration::days(2)).to_string()
 }
 

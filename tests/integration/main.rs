@@ -15,6 +15,7 @@ mod console;
 mod dashboards;
 mod faults;
 mod ingest;
+mod logs;
 mod migrate;
 mod narration;
 mod openapi;
