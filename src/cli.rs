@@ -17,6 +17,7 @@ use crate::store::{
     migrate::{MigrateError, MigrationState, Migrator, SchemaTarget},
 };
 use crate::telemetry::Telemetry;
+use tracing::instrument::WithSubscriber as _;
 
 mod render;
 
@@ -301,8 +302,8 @@ async fn analyze(
     day: Option<chrono::NaiveDate>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let telemetry = Telemetry::init(&settings.otel)?;
-    let analyzer = Analyzer::new(settings, telemetry.tracer())?;
+    let telemetry = Telemetry::init(&settings.otel, &settings.log)?;
+    let analyzer = Analyzer::new(settings, telemetry.dispatch())?;
     let day = day.unwrap_or_else(|| yesterday(analyzer.time_zone(), chrono::Utc::now()));
     let finished = analyzer.run_now(day, Trigger::Manual).await;
     let summary = match &finished {
@@ -338,10 +339,11 @@ async fn eval_narration(
     json: bool,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(to >= from, "--to must not be before --from");
-    let telemetry = Telemetry::init(&settings.otel)?;
+    let telemetry = Telemetry::init(&settings.otel, &settings.log)?;
     let client = crate::analyze::llm::LlmClient::new(&settings.llm)?;
-    let days =
-        crate::analyze::eval::evaluate(settings, &client, from, to, &telemetry.tracer()).await;
+    let days = crate::analyze::eval::evaluate(settings, &client, from, to)
+        .with_subscriber(telemetry.dispatch())
+        .await;
     telemetry.shutdown().await;
     let days = days?;
     if json {
@@ -371,7 +373,7 @@ async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()>
     };
     let mut otel = settings.otel.clone();
     otel.service_name = format!("{}-simulator", otel.service_name);
-    let telemetry = Telemetry::init(&otel)?;
+    let telemetry = Telemetry::init(&otel, &settings.log)?;
     let report = tokio::select! {
         report = crate::simulate::run(&options, telemetry.tracer()) => report,
         _ = shutdown_signal() => {

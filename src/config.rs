@@ -117,6 +117,8 @@ pub struct LogSettings {
     /// A tracing filter directive, e.g. `info` or `lead_lab=debug,info`.
     pub level: String,
     pub format: LogFormat,
+    /// Level of the one line per rejected or failed lead attempt.
+    pub attempt_level: AttemptLogLevel,
 }
 
 impl Default for LogSettings {
@@ -124,6 +126,30 @@ impl Default for LogSettings {
         Self {
             level: "info".into(),
             format: LogFormat::Text,
+            attempt_level: AttemptLogLevel::Warn,
+        }
+    }
+}
+
+/// The level of the line the pipeline logs for each rejected or failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptLogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl AttemptLogLevel {
+    pub fn level(self) -> Option<tracing::Level> {
+        match self {
+            Self::Off => None,
+            Self::Error => Some(tracing::Level::ERROR),
+            Self::Warn => Some(tracing::Level::WARN),
+            Self::Info => Some(tracing::Level::INFO),
+            Self::Debug => Some(tracing::Level::DEBUG),
         }
     }
 }

@@ -13,8 +13,6 @@ use std::time::Instant;
 
 use chrono::{NaiveDate, Utc};
 use chrono_tz::Tz;
-use opentelemetry::Context;
-use opentelemetry_sdk::trace::SdkTracer;
 use serde::Serialize;
 
 use super::detect;
@@ -59,7 +57,6 @@ pub async fn evaluate(
     client: &LlmClient,
     from: NaiveDate,
     to: NaiveDate,
-    tracer: &SdkTracer,
 ) -> Result<Vec<DayEval>, FactsError> {
     let zone: Tz = settings.analyzer.time_zone.parse().unwrap_or(Tz::UTC);
     let ch = crate::store::client(&settings.clickhouse);
@@ -83,7 +80,7 @@ pub async fn evaluate(
             facts: &facts,
             findings: &findings,
         };
-        let narration = narrate(client, input, tracer, &Context::new()).await;
+        let narration = narrate(client, input).await;
         let mut violations_by_field = BTreeMap::new();
         for violation in &narration.violations {
             *violations_by_field

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
-use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::SdkTracer;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+use tracing::field::Empty;
+use tracing::instrument::WithSubscriber as _;
 use uuid::Uuid;
 
 use super::coordination;
@@ -60,7 +60,8 @@ pub struct Analyzer {
     records: Records,
     client: clickhouse::Client,
     llm: LlmClient,
-    tracer: SdkTracer,
+    /// The app's dispatcher: runs are spawned tasks, which do not inherit it.
+    dispatch: tracing::Dispatch,
     settings: Settings,
     zone: Tz,
     /// The run of each day being analysed; its first stored row may not be written yet.
@@ -78,7 +79,7 @@ pub struct Analyzer {
 }
 
 impl Analyzer {
-    pub fn new(settings: &Settings, tracer: SdkTracer) -> Result<Arc<Self>, JobError> {
+    pub fn new(settings: &Settings, dispatch: tracing::Dispatch) -> Result<Arc<Self>, JobError> {
         let zone = settings
             .analyzer
             .time_zone
@@ -89,7 +90,7 @@ impl Analyzer {
             records: Records::new(client.clone()),
             client,
             llm: LlmClient::new(&settings.llm)?,
-            tracer,
+            dispatch,
             settings: settings.clone(),
             zone,
             active: Mutex::default(),
@@ -208,7 +209,7 @@ impl Analyzer {
     /// queued.
     fn spawn(self: &Arc<Self>, row: RunRow, new: bool) {
         let analyzer = self.clone();
-        self.tasks.spawn(async move {
+        let run = async move {
             let day = row.day;
             if let Some(lease) = analyzer.claim(&row, new).await {
                 let work = analyzer.work_on(row, new);
@@ -216,7 +217,9 @@ impl Analyzer {
                 coordination::hold(state, &lease, analyzer.lease_ttl, work).await;
             }
             analyzer.lock_active().remove(&day);
-        });
+        }
+        .with_subscriber(self.dispatch.clone());
+        self.tasks.spawn(run);
     }
 
     /// Waits for a worker and runs `row`; a run still waiting when the service stops is
@@ -303,7 +306,9 @@ impl Analyzer {
     /// no one else to watch: runs are resumed at start only.
     pub fn start_resumer(self: &Arc<Self>) {
         if self.state.is_shared() {
-            self.tasks.spawn(self.clone().run_resumer());
+            let watch = self.clone().run_resumer();
+            self.tasks
+                .spawn(watch.with_subscriber(self.dispatch.clone()));
         }
     }
 
@@ -322,30 +327,45 @@ impl Analyzer {
     /// Attempts the run up to `max_attempts` times with doubling backoff, then records
     /// how it ended. Never leaves a run without a final state unless the process dies.
     async fn execute(&self, mut row: RunRow) {
+        // A root: a run outlives the request that queued it.
+        let span = tracing::info_span!(
+            parent: None,
+            "analysis.run",
+            analysis.run_id = %row.run_id,
+            analysis.day = %row.day,
+            analysis.trigger = %row.trigger,
+            analysis.status = Empty,
+            otel.status_code = Empty,
+            otel.status_message = Empty,
+        );
+        let Some((status, error)) = self.attempts(&mut row).instrument(span.clone()).await else {
+            span.record("analysis.status", "interrupted");
+            drop(span);
+            return self.hand_back(row).await;
+        };
+        span.record("analysis.status", status.as_str());
+        if status == RunStatus::Failed {
+            span.record("otel.status_code", "error");
+            span.record("otel.status_message", error.as_str());
+        }
+        // Ended before the final state is stored: whoever sees the run finished (and then
+        // stops the service, which flushes) finds its span exported.
+        drop(span);
+        self.save_state(&mut row, status, &error).await;
+    }
+
+    /// The attempts and their outcome (summary stored); the final state is the caller's.
+    /// `None`: the shutdown's grace period ended an attempt, nothing was written.
+    async fn attempts(&self, row: &mut RunRow) -> Option<(RunStatus, String)> {
         let started = Instant::now();
-        let mut span = self
-            .tracer
-            .span_builder("analysis.run")
-            .with_kind(SpanKind::Internal)
-            .with_attributes([
-                KeyValue::new("analysis.run_id", row.run_id.to_string()),
-                KeyValue::new("analysis.day", row.day.to_string()),
-                KeyValue::new("analysis.trigger", row.trigger.clone()),
-            ])
-            .start(&self.tracer);
-        let cx = Context::new().with_remote_span_context(span.span_context().clone());
         row.started_at = Some(Utc::now());
         let max_attempts = self.settings.analyzer.max_attempts.max(1);
         let mut backoff = Duration::from_millis(self.settings.analyzer.retry_backoff_ms);
         let mut last = None;
         while u32::from(row.attempts) < max_attempts {
             row.attempts += 1;
-            self.save_state(&mut row, RunStatus::Running, "").await;
-            let Some(attempt) = self.unless_abandoned(self.attempt(row.day, &cx)).await else {
-                span.set_attribute(KeyValue::new("analysis.status", "interrupted"));
-                span.end();
-                return self.hand_back(row).await;
-            };
+            self.save_state(row, RunStatus::Running, "").await;
+            let attempt = self.unless_abandoned(self.attempt(row.day)).await?;
             let retry = match &attempt {
                 Ok(outcome) => outcome.narration.degraded,
                 Err(_) => true,
@@ -365,12 +385,7 @@ impl Analyzer {
             }
             backoff *= 2;
         }
-        let status = self.conclude(&mut row, last, started).await;
-        span.set_attribute(KeyValue::new("analysis.status", status.as_str()));
-        if status == RunStatus::Failed {
-            span.set_status(Status::error(row.error.clone()));
-        }
-        span.end();
+        Some(self.conclude(row, last, started).await)
     }
 
     /// `work`, or `None` once the shutdown's grace period is over.
@@ -387,10 +402,10 @@ impl Analyzer {
         row: &mut RunRow,
         last: Option<Result<AttemptOutcome, String>>,
         started: Instant,
-    ) -> RunStatus {
+    ) -> (RunStatus, String) {
         row.total_ms = millis(started.elapsed());
         row.finished_at = Some(Utc::now());
-        let (status, error) = match last {
+        match last {
             Some(Ok(outcome)) => match self.write_summary(row, &outcome).await {
                 Ok(()) => {
                     let status = if outcome.narration.degraded {
@@ -404,9 +419,7 @@ impl Analyzer {
             },
             Some(Err(err)) => (RunStatus::Failed, err),
             None => (RunStatus::Failed, "no attempt was made".into()),
-        };
-        self.save_state(row, status, &error).await;
-        status
+        }
     }
 
     async fn save_state(&self, row: &mut RunRow, status: RunStatus, error: &str) {
@@ -420,7 +433,7 @@ impl Analyzer {
 
     /// Facts, detectors, narration: one try. Facts that cannot be read are an error
     /// (retried); a model that cannot narrate is not (the rules do, marked degraded).
-    async fn attempt(&self, day: NaiveDate, cx: &Context) -> Result<AttemptOutcome, String> {
+    async fn attempt(&self, day: NaiveDate) -> Result<AttemptOutcome, String> {
         let facts_started = Instant::now();
         let query = FactsQuery {
             day,
@@ -429,15 +442,17 @@ impl Analyzer {
             service: Some(self.settings.otel.service_name.clone()),
             burst_per_minute: self.settings.detectors.burst_per_minute,
         };
-        let day_facts = self
-            .traced(
-                cx,
+        let day_facts = traced(
+            tracing::info_span!(
                 "analysis.facts",
-                facts::compute(&self.client, &query, Utc::now()),
-            )
-            .await
-            .map_err(|err| format!("cannot compute the facts: {err}"))?;
-        let findings = self.detect(cx, &day_facts);
+                otel.status_code = Empty,
+                otel.status_message = Empty
+            ),
+            facts::compute(&self.client, &query, Utc::now()),
+        )
+        .await
+        .map_err(|err| format!("cannot compute the facts: {err}"))?;
+        let findings = self.detect(&day_facts);
         let facts_ms = millis(facts_started.elapsed());
         let facts = serde_json::to_value(&day_facts).map_err(|e| e.to_string())?;
         let input = NarrationInput {
@@ -446,7 +461,7 @@ impl Analyzer {
             facts: &facts,
             findings: &findings,
         };
-        let mut narration = narrate(&self.llm, input, &self.tracer, cx).await;
+        let mut narration = narrate(&self.llm, input).await;
         recording::qualify(&mut narration.report, &day_facts.recording);
         Ok(AttemptOutcome {
             facts_ms,
@@ -455,27 +470,11 @@ impl Analyzer {
         })
     }
 
-    fn detect(&self, cx: &Context, day_facts: &facts::DayFacts) -> Vec<Finding> {
-        let mut span = self.tracer.start_with_context("analysis.detect", cx);
+    #[tracing::instrument(name = "analysis.detect", skip_all, fields(analysis.findings = Empty))]
+    fn detect(&self, day_facts: &facts::DayFacts) -> Vec<Finding> {
         let findings = detect::detect(day_facts, &self.settings.detectors);
-        span.set_attribute(KeyValue::new("analysis.findings", findings.len() as i64));
-        span.end();
+        tracing::Span::current().record("analysis.findings", findings.len());
         findings
-    }
-
-    async fn traced<T, E: std::fmt::Display>(
-        &self,
-        cx: &Context,
-        name: &'static str,
-        work: impl std::future::Future<Output = Result<T, E>>,
-    ) -> Result<T, E> {
-        let mut span = self.tracer.start_with_context(name, cx);
-        let result = work.await;
-        if let Err(err) = &result {
-            span.set_status(Status::error(err.to_string()));
-        }
-        span.end();
-        result
     }
 
     async fn write_summary(
@@ -523,7 +522,9 @@ impl Analyzer {
 
     /// Starts the daily schedule as one of the analyzer's tasks.
     pub fn start_schedule(self: &Arc<Self>) {
-        self.tasks.spawn(self.clone().run_schedule());
+        let schedule = self.clone().run_schedule();
+        self.tasks
+            .spawn(schedule.with_subscriber(self.dispatch.clone()));
     }
 
     /// Enqueues yesterday (in the analyzer's zone) at every firing of the cron schedule,
@@ -558,6 +559,20 @@ impl Analyzer {
             tracing::info!(day = %yesterday, run_id = %run.run_id, "scheduled analysis queued");
         }
     }
+}
+
+/// `work` in `span` (declared with empty `otel.status_code` and `otel.status_message`),
+/// marked failed with the error's message when the work fails.
+async fn traced<T, E: std::fmt::Display>(
+    span: tracing::Span,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let result = work.instrument(span.clone()).await;
+    if let Err(err) = &result {
+        span.record("otel.status_code", "error");
+        span.record("otel.status_message", err.to_string());
+    }
+    result
 }
 
 /// The calendar day before `now` in `zone`.

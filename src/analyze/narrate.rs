@@ -14,10 +14,9 @@
 use std::time::Instant;
 
 use chrono::NaiveDate;
-use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _};
-use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::{SdkTracer, Span};
 use serde_json::Value;
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use super::budget::Compacted;
 use super::finding::Finding;
@@ -92,12 +91,7 @@ enum Failure {
 }
 
 /// Never fails: when the model cannot narrate, the rules do, and the narration says why.
-pub async fn narrate(
-    client: &LlmClient,
-    input: NarrationInput<'_>,
-    tracer: &SdkTracer,
-    parent: &Context,
-) -> Narration {
+pub async fn narrate(client: &LlmClient, input: NarrationInput<'_>) -> Narration {
     let mut usage = Usage::default();
     let day = input.day.format("%Y-%m-%d").to_string();
     let prompt_input = PromptInput {
@@ -133,7 +127,7 @@ pub async fn narrate(
         sources: &sources,
     };
     for _ in 0..CALLS {
-        match call(client, &input, &shown, &request, tracer, parent, &mut usage).await {
+        match call(client, &input, &shown, &request, &mut usage).await {
             Ok((report, model)) => return from_model(report, model, &shown, usage),
             Err(Failure::BadOutput(why)) => {
                 request.messages.truncate(2);
@@ -179,45 +173,39 @@ async fn call(
     input: &NarrationInput<'_>,
     shown: &Shown<'_>,
     request: &ChatRequest,
-    tracer: &SdkTracer,
-    parent: &Context,
     usage: &mut Usage,
 ) -> Result<(Report, String), Failure> {
-    let mut span = start_span(client, request, tracer, parent);
+    let span = chat_span(client, request);
     let started = Instant::now();
-    let answer = client.chat(request).await;
+    let answer = client.chat(request).instrument(span.clone()).await;
     usage.llm_ms += u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     usage.calls += 1;
-    let result = match answer {
+    match answer {
         Ok(answer) => {
             let prompt_tokens = answer.prompt_tokens.unwrap_or(0);
             let output_tokens = answer.output_tokens.unwrap_or(0);
             usage.prompt_tokens = usage.prompt_tokens.saturating_add(prompt_tokens);
             usage.output_tokens = usage.output_tokens.saturating_add(output_tokens);
-            span.set_attributes([
-                KeyValue::new("gen_ai.response.model", answer.model.clone()),
-                KeyValue::new("gen_ai.usage.input_tokens", i64::from(prompt_tokens)),
-                KeyValue::new("gen_ai.usage.output_tokens", i64::from(output_tokens)),
-            ]);
+            span.record("gen_ai.response.model", answer.model.as_str());
+            span.record("gen_ai.usage.input_tokens", i64::from(prompt_tokens));
+            span.record("gen_ai.usage.output_tokens", i64::from(output_tokens));
             if let Some(err) = answer.stopped_early() {
-                mark_failed(&mut span, err.kind());
+                mark_failed(&span, err.kind());
                 Err(failure(&err, request.max_output_tokens))
             } else {
                 parse(&answer.content, input, shown.sources)
                     .map(|report| (report, answer.model))
                     .map_err(|err| {
-                        mark_failed(&mut span, "invalid_report");
+                        mark_failed(&span, "invalid_report");
                         Failure::BadOutput(err.to_string())
                     })
             }
         }
         Err(err) => {
-            mark_failed(&mut span, err.kind());
+            mark_failed(&span, err.kind());
             Err(failure(&err, request.max_output_tokens))
         }
-    };
-    span.end();
-    result
+    }
 }
 
 /// The answer as a report, strictly: the schema, then (with the day and time zone set
@@ -247,34 +235,32 @@ fn failure(err: &LlmError, max_output_tokens: u32) -> Failure {
 
 /// The GenAI semantic-convention span of one call. What was asked and how much, never
 /// the prompt or the answer: those stay in the analyzer's own tables.
-fn start_span(
-    client: &LlmClient,
-    request: &ChatRequest,
-    tracer: &SdkTracer,
-    parent: &Context,
-) -> Span {
-    tracer
-        .span_builder(format!("chat {}", client.model()))
-        .with_kind(SpanKind::Client)
-        .with_attributes([
-            KeyValue::new("gen_ai.system", client.provider().as_str()),
-            KeyValue::new("gen_ai.operation.name", "chat"),
-            KeyValue::new("gen_ai.request.model", client.model().to_owned()),
-            KeyValue::new("gen_ai.request.temperature", TEMPERATURE),
-            KeyValue::new("gen_ai.request.seed", client.seed()),
-            KeyValue::new(
-                "gen_ai.request.max_tokens",
-                i64::from(request.max_output_tokens),
-            ),
-        ])
-        .start_with_context(tracer, parent)
+fn chat_span(client: &LlmClient, request: &ChatRequest) -> tracing::Span {
+    tracing::info_span!(
+        "chat",
+        otel.name = %format_args!("chat {}", client.model()),
+        otel.kind = "client",
+        gen_ai.system = client.provider().as_str(),
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = client.model(),
+        gen_ai.request.temperature = TEMPERATURE,
+        gen_ai.request.seed = client.seed(),
+        gen_ai.request.max_tokens = i64::from(request.max_output_tokens),
+        gen_ai.response.model = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        error.type = Empty,
+        otel.status_code = Empty,
+        otel.status_message = Empty,
+    )
 }
 
 /// Marks the span failed with a closed-set `error.type` (no message: it may quote the
 /// answer).
-fn mark_failed(span: &mut Span, kind: &'static str) {
-    span.set_attribute(KeyValue::new("error.type", kind));
-    span.set_status(Status::error(kind));
+fn mark_failed(span: &tracing::Span, kind: &'static str) {
+    span.record("error.type", kind);
+    span.record("otel.status_code", "error");
+    span.record("otel.status_message", kind);
 }
 
 /// The model's report, its confidence lowered by grounding violations. The check is

@@ -71,6 +71,11 @@ pub const SETTINGS: &[SettingDoc] = &[
         meaning: "log format on stderr: text or json",
     },
     SettingDoc {
+        key: "log.attempt_level",
+        default: "warn",
+        meaning: "level of the one log line per rejected or failed lead attempt (trace and span id, endpoint, source, outcome, reason; never lead data): off, error, warn, info or debug",
+    },
+    SettingDoc {
         key: "http.listen",
         default: "127.0.0.1:8080",
         meaning: "address `serve` listens on (port 0 picks a free one)",

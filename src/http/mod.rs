@@ -59,11 +59,11 @@ impl Application {
     /// Sets up telemetry, the pipeline (with its dedup index warmed from ClickHouse)
     /// and the listening socket. Must run inside a tokio runtime.
     pub async fn build(settings: Settings) -> Result<Self, ServeError> {
-        let telemetry = Telemetry::init(&settings.otel)?;
+        let telemetry = Telemetry::init(&settings.otel, &settings.log)?;
         let metrics = LeadMetrics::new(&telemetry.meter(), telemetry.export_failures());
         let ingest = Arc::new(Ingest::new(&settings, telemetry.tracer(), metrics)?);
         warm_dedup(&ingest, &settings).await;
-        let analyzer = Analyzer::new(&settings, telemetry.tracer())?;
+        let analyzer = Analyzer::new(&settings, telemetry.dispatch())?;
         let listen = settings.http.listen.clone();
         let bind_error = |source| ServeError::Bind {
             addr: listen.clone(),
@@ -167,7 +167,11 @@ fn routes(
         .data(analyzer)
         .data(limits)
         .with(admission)
-        .with(ServerSpans::new(telemetry.tracer(), &telemetry.meter()))
+        .with(ServerSpans::new(
+            telemetry.tracer(),
+            &telemetry.meter(),
+            telemetry.dispatch(),
+        ))
 }
 
 type Apis = (

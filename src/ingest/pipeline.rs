@@ -85,6 +85,8 @@ pub struct Ingest {
     pub(super) service_name: String,
     pub(super) tracer: SdkTracer,
     pub(super) metrics: LeadMetrics,
+    /// `log.attempt_level`; `None` is off.
+    pub(super) attempt_level: Option<tracing::Level>,
 }
 
 /// A stated event time may lie at most this far in the future (clock skew).

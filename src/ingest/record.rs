@@ -147,7 +147,7 @@ impl<'i> Record<'i> {
             self.replayed,
             elapsed,
         );
-        self.log(outcome, reason, &trace_id);
+        self.log(&cx, outcome, reason, &trace_id);
         Verdict {
             outcome,
             reason: ending.reason,
@@ -192,21 +192,40 @@ impl<'i> Record<'i> {
         all.into_iter().filter(|kv| !is_unset(&kv.value)).collect()
     }
 
-    fn log(&self, outcome: Outcome, reason: &str, trace_id: &str) {
-        let endpoint = self.endpoint.as_str();
-        let source = self.source.as_str();
-        match outcome {
-            Outcome::Failed => {
-                tracing::warn!(endpoint, source, reason, trace_id, "lead submission failed")
-            }
-            _ => tracing::debug!(
-                endpoint,
-                source,
-                outcome = outcome.as_str(),
-                reason,
-                trace_id,
-                "lead submission"
-            ),
+    /// One line per attempt in the attempt's own span, so its log record carries the
+    /// `lead.submit` span id: rejected and failed ones at `log.attempt_level`, accepted
+    /// ones at debug. Closed-set values and configured names only, never lead data.
+    fn log(&self, cx: &Context, outcome: Outcome, reason: &str, trace_id: &str) {
+        let level = match outcome {
+            Outcome::Accepted => Some(tracing::Level::DEBUG),
+            _ => self.ingest.attempt_level,
+        };
+        let Some(level) = level else { return };
+        let _in_span = cx.clone().attach();
+        let (endpoint, source, outcome) = (
+            self.endpoint.as_str(),
+            self.source.as_str(),
+            outcome.as_str(),
+        );
+        macro_rules! line {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    endpoint,
+                    source,
+                    outcome,
+                    reason,
+                    trace_id,
+                    "lead attempt"
+                )
+            };
+        }
+        match level {
+            tracing::Level::ERROR => line!(tracing::Level::ERROR),
+            tracing::Level::WARN => line!(tracing::Level::WARN),
+            tracing::Level::INFO => line!(tracing::Level::INFO),
+            tracing::Level::DEBUG => line!(tracing::Level::DEBUG),
+            _ => line!(tracing::Level::TRACE),
         }
     }
 }

@@ -54,6 +54,7 @@ impl Ingest {
             service_name: settings.otel.service_name.clone(),
             tracer,
             metrics,
+            attempt_level: settings.log.attempt_level.level(),
         })
     }
 

@@ -14,6 +14,7 @@ use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::trace::SdkTracer;
 use poem::http::{HeaderMap, StatusCode};
 use poem::{Endpoint, IntoResponse, Middleware, PathPattern, Request, Response};
+use tracing::instrument::WithSubscriber as _;
 
 use super::metrics::seconds_histogram;
 
@@ -27,17 +28,22 @@ const ID_SEGMENTS: [(&str, &str); 3] = [
 
 /// Middleware giving every request a server span, continuing the caller's trace when
 /// the request carries `traceparent`. Handlers run with the span active, so
-/// `opentelemetry::Context::current()` in a handler is the parent for its child spans.
+/// `opentelemetry::Context::current()` in a handler is the parent for its child spans,
+/// and under the app's `tracing` dispatcher, so their `tracing` spans and events are
+/// the app's spans and log records.
 pub struct ServerSpans {
     tracer: Arc<SdkTracer>,
+    dispatch: tracing::Dispatch,
     duration: Histogram<f64>,
 }
 
 impl ServerSpans {
-    /// `tracer` and `meter` of the app, e.g. `Telemetry::tracer()` and `Telemetry::meter()`.
-    pub fn new(tracer: SdkTracer, meter: &Meter) -> Self {
+    /// `tracer`, `meter` and `dispatch` of the app: `Telemetry::tracer()`,
+    /// `Telemetry::meter()` and `Telemetry::dispatch()`.
+    pub fn new(tracer: SdkTracer, meter: &Meter, dispatch: tracing::Dispatch) -> Self {
         Self {
             tracer: Arc::new(tracer),
+            dispatch,
             duration: seconds_histogram(
                 meter,
                 "http.server.request.duration",
@@ -53,6 +59,7 @@ impl<E: Endpoint> Middleware<E> for ServerSpans {
     fn transform(&self, inner: E) -> Self::Output {
         ServerSpansEndpoint {
             tracer: self.tracer.clone(),
+            dispatch: self.dispatch.clone(),
             duration: self.duration.clone(),
             inner,
         }
@@ -62,6 +69,7 @@ impl<E: Endpoint> Middleware<E> for ServerSpans {
 /// The endpoint [`ServerSpans`] wraps around an app.
 pub struct ServerSpansEndpoint<E> {
     tracer: Arc<SdkTracer>,
+    dispatch: tracing::Dispatch,
     duration: Histogram<f64>,
     inner: E,
 }
@@ -91,6 +99,7 @@ impl<E: Endpoint> Endpoint for ServerSpansEndpoint<E> {
             .inner
             .call(req)
             .with_context(cx.clone())
+            .with_subscriber(self.dispatch.clone())
             .await
             .map(IntoResponse::into_response);
 
@@ -234,7 +243,7 @@ mod tests {
         }
 
         fn middleware(&self) -> ServerSpans {
-            ServerSpans::new(self.tracer.clone(), &self.meter)
+            ServerSpans::new(self.tracer.clone(), &self.meter, tracing::Dispatch::none())
         }
 
         fn span(&self, name: &str) -> SpanData {

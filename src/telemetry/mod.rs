@@ -1,10 +1,18 @@
-//! Telemetry of the service: structured logs on stderr, and the OpenTelemetry trace and
-//! metric pipeline of `serve` (OTLP to the collector, which writes into ClickHouse).
+//! Telemetry of the service: structured logs on stderr, and the OpenTelemetry trace,
+//! metric and log pipeline (OTLP to the collector, which writes into ClickHouse).
 //!
-//! - [`init_logging`]: the global log subscriber (every command).
-//! - [`Telemetry`]: tracer and meter providers of one app, with their OTLP exporters.
-//!   Not installed globally: take tracers and meters from it, and call
-//!   [`Telemetry::shutdown`] at the end or buffered spans are lost.
+//! `tracing` is the instrumentation API: `#[tracing::instrument]` and `info_span!` for
+//! internal work (analysis runs, facts, detectors, the model call), `tracing` events for
+//! log lines. [`Telemetry::dispatch`] turns them into the app's OTel spans and OTLP log
+//! records (and stderr lines). The request spans of the ingest path (the server span,
+//! `lead.submit`, `lead.deliver`) use the OpenTelemetry API directly: `lead.submit`
+//! needs an explicit start time (replayed history), and the hot path skips the bridge.
+//!
+//! - [`init_logging`]: the global log subscriber (every command, outside an app).
+//! - [`Telemetry`]: tracer, meter and logger providers of one app, with their OTLP
+//!   exporters, and its `tracing` dispatcher. Not installed globally: run the app's
+//!   futures under its dispatcher, take tracers and meters from it, and call
+//!   [`Telemetry::shutdown`] at the end or buffered spans and logs are lost.
 //! - [`ServerSpans`]: poem middleware giving every request a server span and a duration
 //!   metric.
 //! - [`LeadMetrics`]: the lead-specific instruments.
@@ -28,12 +36,15 @@
 //! # }
 //! ```
 
+mod dispatch;
 mod http;
+mod log_stamp;
 mod logging;
 mod metrics;
 mod otel;
 mod sampler;
 
+pub use dispatch::app_dispatch;
 pub use http::{ServerSpans, ServerSpansEndpoint, current_trace_id, inject_trace_context};
 pub use logging::init_logging;
 pub use metrics::LeadMetrics;

@@ -15,6 +15,9 @@ use opentelemetry::{InstrumentationScope, KeyValue, global};
 use opentelemetry_otlp::{ExporterBuildError, Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::logs::{
+    BatchConfigBuilder as LogBatchConfigBuilder, BatchLogProcessor, SdkLoggerProvider,
+};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
@@ -23,7 +26,7 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
 };
 
-use crate::config::{OtelSettings, OtlpProtocol};
+use crate::config::{LogSettings, OtelSettings, OtlpProtocol};
 
 /// Instrumentation scope of every tracer and meter of the service.
 const SCOPE: &str = "lead-lab";
@@ -60,10 +63,13 @@ impl ExportFailures {
     }
 }
 
-/// The tracer and meter providers of one app.
+/// The tracer, meter and logger providers of one app, and the `tracing` dispatcher
+/// that feeds the first and the last.
 pub struct Telemetry {
     tracer_provider: SdkTracerProvider,
     meter_provider: SdkMeterProvider,
+    logger_provider: SdkLoggerProvider,
+    dispatch: tracing::Dispatch,
     failures: ExportFailures,
     exporting: bool,
 }
@@ -72,24 +78,43 @@ impl Telemetry {
     /// Must run inside a tokio runtime. With `enabled = false` it still creates real span
     /// ids (an SDK tracer provider with no exporter) so responses can carry a trace id,
     /// but exports nothing.
-    pub fn init(settings: &OtelSettings) -> Result<Telemetry, TelemetryError> {
+    /// `log` sets what the dispatcher writes to stderr and exports as log records.
+    pub fn init(settings: &OtelSettings, log: &LogSettings) -> Result<Telemetry, TelemetryError> {
         global::set_text_map_propagator(TraceContextPropagator::new());
         let resource = resource(settings);
         let failures = ExportFailures::default();
         let mut traces = SdkTracerProvider::builder()
             .with_resource(resource.clone())
             .with_sampler(super::RecordSampler::new(settings.trace_sample_ratio));
-        let mut metrics = SdkMeterProvider::builder().with_resource(resource);
+        let mut metrics = SdkMeterProvider::builder().with_resource(resource.clone());
+        let mut logs = SdkLoggerProvider::builder().with_resource(resource);
         if settings.enabled {
             traces = traces.with_span_processor(span_processor(settings, &failures)?);
             metrics = metrics.with_reader(metric_reader(settings, &failures)?);
+            logs = logs.with_log_processor(log_processor(settings)?);
         }
+        let tracer_provider = traces.build();
+        let logger_provider = logs.build();
+        let dispatch = super::dispatch::app_dispatch(
+            log,
+            tracer_provider.tracer_with_scope(scope()),
+            &logger_provider,
+        );
         Ok(Telemetry {
-            tracer_provider: traces.build(),
+            tracer_provider,
             meter_provider: metrics.build(),
+            logger_provider,
+            dispatch,
             failures,
             exporting: settings.enabled,
         })
+    }
+
+    /// The app's `tracing` dispatcher: spans become OTel spans of this app's tracer,
+    /// events become its OTLP log records and stderr lines. Futures of the app run
+    /// under it (`WithSubscriber::with_subscriber`), since no provider is global.
+    pub fn dispatch(&self) -> tracing::Dispatch {
+        self.dispatch.clone()
     }
 
     pub fn tracer(&self) -> SdkTracer {
@@ -109,21 +134,27 @@ impl Telemetry {
         self.failures.clone()
     }
 
-    /// Flushes and shuts down both providers (blocking work on spawn_blocking); logs what
-    /// failed. Without it, buffered spans and the last metric interval are lost.
+    /// Flushes and shuts down the providers (blocking work on spawn_blocking); logs what
+    /// failed. Without it, buffered spans, logs and the last metric interval are lost.
     pub async fn shutdown(self) {
         let Telemetry {
             tracer_provider,
             meter_provider,
+            logger_provider,
             ..
         } = self;
         let shutdown = tokio::task::spawn_blocking(move || {
-            (tracer_provider.shutdown(), meter_provider.shutdown())
+            (
+                tracer_provider.shutdown(),
+                meter_provider.shutdown(),
+                logger_provider.shutdown(),
+            )
         });
         match shutdown.await {
-            Ok((traces, metrics)) => {
+            Ok((traces, metrics, logs)) => {
                 log_shutdown_failure("trace", traces);
                 log_shutdown_failure("metric", metrics);
+                log_shutdown_failure("log", logs);
             }
             Err(error) => tracing::warn!(%error, "telemetry shutdown task failed"),
         }
@@ -194,58 +225,79 @@ fn metric_reader(
         .build())
 }
 
+/// One OTLP exporter of the configured protocol; the three signals' builders share no
+/// trait, so one macro keeps their setup in one place.
+macro_rules! otlp_exporter {
+    ($exporter:ty, $settings:expr, $path:literal, $signal:literal) => {{
+        let settings: &OtelSettings = $settings;
+        let builder = <$exporter>::builder();
+        let built = match settings.protocol {
+            OtlpProtocol::Grpc => {
+                require_runtime()?;
+                builder
+                    .with_tonic()
+                    .with_protocol(Protocol::Grpc)
+                    .with_endpoint(&settings.endpoint)
+                    .with_timeout(export_timeout(settings))
+                    .build()
+            }
+            OtlpProtocol::Http => builder
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(signal_url(&settings.endpoint, $path))
+                .with_timeout(export_timeout(settings))
+                .build(),
+        };
+        built.map_err(|source| TelemetryError::Exporter {
+            signal: $signal,
+            source,
+        })
+    }};
+}
+
 fn span_exporter(
     settings: &OtelSettings,
 ) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    let built = match settings.protocol {
-        OtlpProtocol::Grpc => {
-            require_runtime()?;
-            builder
-                .with_tonic()
-                .with_protocol(Protocol::Grpc)
-                .with_endpoint(&settings.endpoint)
-                .with_timeout(export_timeout(settings))
-                .build()
-        }
-        OtlpProtocol::Http => builder
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(signal_url(&settings.endpoint, "/v1/traces"))
-            .with_timeout(export_timeout(settings))
-            .build(),
-    };
-    built.map_err(|source| TelemetryError::Exporter {
-        signal: "span",
-        source,
-    })
+    otlp_exporter!(
+        opentelemetry_otlp::SpanExporter,
+        settings,
+        "/v1/traces",
+        "span"
+    )
 }
 
 fn metric_exporter(
     settings: &OtelSettings,
 ) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
-    let builder = opentelemetry_otlp::MetricExporter::builder();
-    let built = match settings.protocol {
-        OtlpProtocol::Grpc => {
-            require_runtime()?;
-            builder
-                .with_tonic()
-                .with_protocol(Protocol::Grpc)
-                .with_endpoint(&settings.endpoint)
-                .with_timeout(export_timeout(settings))
-                .build()
-        }
-        OtlpProtocol::Http => builder
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(signal_url(&settings.endpoint, "/v1/metrics"))
-            .with_timeout(export_timeout(settings))
+    otlp_exporter!(
+        opentelemetry_otlp::MetricExporter,
+        settings,
+        "/v1/metrics",
+        "metric"
+    )
+}
+
+fn log_exporter(
+    settings: &OtelSettings,
+) -> Result<opentelemetry_otlp::LogExporter, TelemetryError> {
+    otlp_exporter!(opentelemetry_otlp::LogExporter, settings, "/v1/logs", "log")
+}
+
+/// Log records batched like spans, from the same queue and batch settings: a log line
+/// per failed attempt under a flood must not grow memory without bound.
+fn log_processor(
+    settings: &OtelSettings,
+) -> Result<super::log_stamp::Stamped<BatchLogProcessor>, TelemetryError> {
+    let config = LogBatchConfigBuilder::default()
+        .with_max_queue_size(settings.max_queue_size)
+        .with_max_export_batch_size(settings.max_export_batch_size)
+        .with_scheduled_delay(Duration::from_millis(settings.scheduled_delay_ms))
+        .build();
+    Ok(super::log_stamp::Stamped(
+        BatchLogProcessor::builder(log_exporter(settings)?)
+            .with_batch_config(config)
             .build(),
-    };
-    built.map_err(|source| TelemetryError::Exporter {
-        signal: "metric",
-        source,
-    })
+    ))
 }
 
 /// Bounds one export including the exporter's retries (they stop at this deadline).
@@ -530,7 +582,11 @@ mod tests {
 
     #[tokio::test]
     async fn disabled_telemetry_still_makes_trace_ids() {
-        let telemetry = Telemetry::init(&settings(false, OtlpProtocol::Grpc)).unwrap();
+        let telemetry = Telemetry::init(
+            &settings(false, OtlpProtocol::Grpc),
+            &LogSettings::default(),
+        )
+        .unwrap();
 
         let span = telemetry.tracer().start("work");
 
@@ -541,7 +597,8 @@ mod tests {
 
     /// Ends one span, shuts down, and returns what the dead collector cost.
     async fn failures_after_one_span(protocol: OtlpProtocol) -> u64 {
-        let telemetry = Telemetry::init(&settings(true, protocol)).unwrap();
+        let telemetry =
+            Telemetry::init(&settings(true, protocol), &LogSettings::default()).unwrap();
         assert!(telemetry.exporting());
         let failures = telemetry.export_failures();
         let cx = opentelemetry::Context::current_with_span(telemetry.tracer().start("work"));

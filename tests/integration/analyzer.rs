@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use crate::app::TestApp;
 use crate::fake_ollama::{FakeOllama, FakeOptions, Reply};
 use crate::simulate::{SCENARIOS, backfill, lab, landed, week_start};
-use crate::support::analysis::{ADMIN_TOKEN, analysis_app, finished, plain_report, start_analysis};
+use crate::support::analysis::{
+    ADMIN_TOKEN, a_day, analysis_app, finished, plain_report, start_analysis,
+};
 use crate::support::{TestDatabase, eventually, free_port};
 
 async fn findings_on(app: &TestApp, day: chrono::NaiveDate) -> Vec<Finding> {
@@ -96,10 +98,6 @@ async fn a_quiet_week_raises_no_high_severity_finding() {
             .collect();
         assert!(high.is_empty(), "{day}: {high:?}");
     }
-}
-
-fn a_day() -> String {
-    (chrono::Utc::now().date_naive() - chrono::Duration::days(2)).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]

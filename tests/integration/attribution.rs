@@ -37,7 +37,7 @@ async fn spans_sent_at_full_speed_after_a_start_keep_their_resource() {
         scheduled_delay_ms: 50,
         ..OtelSettings::default()
     };
-    let telemetry = Telemetry::init(&settings).unwrap();
+    let telemetry = Telemetry::init(&settings, &Default::default()).unwrap();
     let tracer = telemetry.tracer();
     for _ in 0..SPANS {
         tracer.start(span_name.clone()).end();

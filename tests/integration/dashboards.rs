@@ -942,9 +942,8 @@ async fn fill() -> (TimeRange, TimeRange) {
     let mut settings = app.settings.clone();
     settings.llm = ollama.settings();
     settings.analyzer.retry_backoff_ms = 20;
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-    let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "test");
-    let analyzer = Analyzer::new(&settings, tracer).expect("the analyzer starts");
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    let analyzer = Analyzer::new(&settings, dispatch).expect("the analyzer starts");
     let mut statuses = Vec::new();
     for day in &days {
         let run = analyzer

@@ -16,6 +16,7 @@ mod dashboards;
 mod faults;
 mod house;
 mod ingest;
+mod logs;
 mod migrate;
 mod narration;
 mod openapi;

@@ -10,13 +10,17 @@ use lead_lab::analyze::llm::{LlmClient, LlmError};
 use lead_lab::analyze::narrate::{Narration, NarrationInput, narrate};
 use lead_lab::analyze::report::{self, ConfidenceLevel, Generator};
 use lead_lab::analyze::{Finding, FindingKind, Severity, Subject};
-use lead_lab::config::LlmSettings;
+use lead_lab::config::{LlmSettings, LogSettings};
+use lead_lab::telemetry::app_dispatch;
+use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{
     SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracer, SdkTracerProvider, SpanData};
 use serde_json::{Value, json};
+use tracing::instrument::WithSubscriber as _;
 
 use crate::fake_ollama::{FakeOllama, FakeOptions, MODEL, Reply};
 
@@ -96,6 +100,7 @@ fn good_report() -> Value {
 struct Harness {
     spans: InMemorySpanExporter,
     tracer: SdkTracer,
+    dispatch: tracing::Dispatch,
 }
 
 impl Harness {
@@ -104,9 +109,16 @@ impl Harness {
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(spans.clone())
             .build();
+        let tracer = provider.tracer("narration-test");
+        let dispatch = app_dispatch(
+            &LogSettings::default(),
+            tracer.clone(),
+            &SdkLoggerProvider::builder().build(),
+        );
         Self {
             spans,
-            tracer: provider.tracer("narration-test"),
+            tracer,
+            dispatch,
         }
     }
 
@@ -120,7 +132,10 @@ impl Harness {
             facts,
             findings: &findings,
         };
-        let narration = narrate(&client, input, &self.tracer, &parent).await;
+        let narration = narrate(&client, input)
+            .with_context(parent.clone())
+            .with_subscriber(self.dispatch.clone())
+            .await;
         parent.span().end();
         narration
     }

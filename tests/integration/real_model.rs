@@ -18,9 +18,6 @@ use lead_lab::analyze::records::{RunRow, RunStatus, SummaryRow, Trigger};
 use lead_lab::analyze::report::Generator;
 use lead_lab::analyze::{detect, grounding};
 use lead_lab::config::{LlmProvider, LlmSettings, Settings};
-use opentelemetry::Context;
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use serde_json::Value;
 
 use crate::app::TestApp;
@@ -80,19 +77,14 @@ impl DevModel {
     }
 }
 
-fn tracer() -> SdkTracer {
-    SdkTracerProvider::builder()
-        .build()
-        .tracer("real-model-test")
-}
-
 /// The app's settings with the analyzer pointed at `llm`, one attempt per run.
 fn analyzer(app: &TestApp, llm: LlmSettings) -> Arc<Analyzer> {
     let mut settings: Settings = app.settings.clone();
     settings.llm = llm;
     settings.analyzer.max_attempts = 1;
     settings.analyzer.schedule_enabled = false;
-    Analyzer::new(&settings, tracer()).expect("valid analyzer settings")
+    Analyzer::new(&settings, tracing::dispatcher::get_default(Clone::clone))
+        .expect("valid analyzer settings")
 }
 
 async fn analyse(analyzer: &Arc<Analyzer>, day: NaiveDate) -> (RunRow, SummaryRow) {
@@ -153,7 +145,7 @@ async fn narrate_directly(
         facts,
         findings,
     };
-    narrate(&client, input, &tracer(), &Context::new()).await
+    narrate(&client, input).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,11 +9,9 @@ use serde_json::Value;
 
 use crate::fake_ollama::{FakeOllama, Reply};
 use crate::support::TestDatabase;
-use crate::support::analysis::{analysis_app, finished, plain_report, run_in, start_analysis};
-
-fn a_day() -> String {
-    (chrono::Utc::now().date_naive() - chrono::Duration::days(2)).to_string()
-}
+use crate::support::analysis::{
+    a_day, analysis_app, finished, plain_report, run_in, start_analysis,
+};
 
 async fn started_run(app: &crate::app::TestApp, day: &str) -> String {
     let accepted: Value = start_analysis(app, day).await.json().await.unwrap();

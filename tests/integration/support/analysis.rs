@@ -12,6 +12,11 @@ use crate::fake_ollama::FakeOllama;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
+/// A day whose analysis tests run: two days ago, inside every retention and baseline.
+pub fn a_day() -> String {
+    (chrono::Utc::now().date_naive() - chrono::Duration::days(2)).to_string()
+}
+
 /// A report with no number or name in it: always grounded.
 pub fn plain_report(day: &str) -> Value {
     json!({
