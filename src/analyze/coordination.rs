@@ -14,6 +14,15 @@ use crate::state::{Lease, StateBackend, StateError};
 /// How long a firing's claim is kept: longer than any schedule's clock skew.
 const FIRING_CLAIM: Duration = Duration::from_secs(86_400);
 
+/// How long a run stays marked as run under a lease (longer than any run).
+pub const RUN_MARK: Duration = Duration::from_secs(2 * 86_400);
+
+/// The lease that marks a run as started by an instance of this service under the
+/// shared state, so its replicas may take it up at once when its day's lease is free.
+pub fn run_marker(run_id: uuid::Uuid) -> String {
+    format!("run:{run_id}")
+}
+
 /// Takes the lease of `day`; `None` when another holder works on it.
 pub async fn claim_day(
     state: &dyn StateBackend,

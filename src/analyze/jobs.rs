@@ -172,9 +172,18 @@ impl Analyzer {
 
     /// Picks up runs a stopped process left queued or running.
     pub async fn resume_unfinished(self: &Arc<Self>) -> Result<usize, JobError> {
-        let unfinished = self.records.unfinished(self.stale_after()).await?;
+        let shared = self.state.is_shared();
+        let stale = if shared {
+            Duration::ZERO
+        } else {
+            self.stale_after()
+        };
+        let unfinished = self.records.unfinished(stale).await?;
         let mut resumed = 0;
         for row in unfinished {
+            if shared && !self.abandoned(&row).await {
+                continue;
+            }
             let claimed = {
                 let mut active = self.lock_active();
                 !active.contains_key(&row.day) && active.insert(row.day, row.clone()).is_none()
@@ -188,14 +197,23 @@ impl Analyzer {
         Ok(resumed)
     }
 
-    /// How long a run may go without a new state before it counts as abandoned: longer
-    /// than the slowest attempt (the model's timeout) and the backoff around it. With a
-    /// shared state the day's lease says whether someone works on it: any unfinished run
-    /// is a candidate, and only one whose lease is free is taken up.
-    fn stale_after(&self) -> Duration {
-        if self.state.is_shared() {
-            return Duration::ZERO;
+    /// With a shared state, whether an unfinished run may be taken up now: one an
+    /// instance of this service ran under a lease (its holder died if the day's lease is
+    /// free, which [`Self::claim`] checks), or one silent for longer than
+    /// [`Self::stale_after`] (a process without the shared state left it; another
+    /// service's run in the same database is left to that service until then).
+    async fn abandoned(&self, row: &RunRow) -> bool {
+        let silent = (Utc::now() - row.updated_at).to_std().unwrap_or_default();
+        if silent > self.stale_after() {
+            return true;
         }
+        let name = coordination::run_marker(row.run_id);
+        self.state.was_leased(&name).await.unwrap_or(false)
+    }
+
+    /// How long a run may go without a new state before it counts as abandoned: longer
+    /// than the slowest attempt (the model's timeout) and the backoff around it.
+    fn stale_after(&self) -> Duration {
         let per_attempt = self.settings.llm.timeout_ms + self.settings.analyzer.retry_backoff_ms;
         let attempts = u64::from(self.settings.analyzer.max_attempts.max(1));
         Duration::from_millis((2 * per_attempt * attempts).max(300_000))
@@ -296,6 +314,15 @@ impl Analyzer {
                 let _ = self.state.release_lease(&lease).await;
                 return None;
             }
+        }
+        // Marks the run as one of this service's, for the resumers of its replicas.
+        let marker = coordination::run_marker(row.run_id);
+        if let Err(err) = self
+            .state
+            .acquire_lease(&marker, coordination::RUN_MARK)
+            .await
+        {
+            tracing::warn!(run_id = %row.run_id, error = %err, "cannot mark the run as leased");
         }
         tracing::info!(run_id = %row.run_id, fence = lease.fence, "holding the day's lease");
         Some(lease)

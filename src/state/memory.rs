@@ -99,7 +99,7 @@ impl StateBackend for MemoryState {
         at: DateTime<Utc>,
     ) -> Result<Result<(), RetryAfter>, StateError> {
         Ok(match bucket {
-            BucketKey::Client(id) => self.clients.check(&id.to_owned(), limit, at),
+            BucketKey::Client(id) => self.clients.check(id, limit, at),
             BucketKey::Address(address) => self.addresses.check(&address, limit, at),
         })
     }
@@ -143,6 +143,10 @@ impl StateBackend for MemoryState {
             leases.held.remove(&lease.name);
         }
         Ok(())
+    }
+
+    async fn was_leased(&self, _name: &str) -> Result<bool, StateError> {
+        Ok(false)
     }
 
     async fn allocate_version(&self, day: NaiveDate, floor: u32) -> Result<u32, StateError> {

@@ -133,6 +133,10 @@ pub trait StateBackend: Send + Sync + fmt::Debug {
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), StateError>;
 
+    /// Whether `name` was ever leased through this state. An in-process state answers
+    /// false: nobody else could take up what its leases guarded.
+    async fn was_leased(&self, name: &str) -> Result<bool, StateError>;
+
     /// The next report version of `day`, above `floor` (the highest version stored) and
     /// never handed out twice.
     async fn allocate_version(&self, day: NaiveDate, floor: u32) -> Result<u32, StateError>;

@@ -8,6 +8,7 @@
 //! bucket starts full the next time: only a client idle through a whole generation,
 //! or one of more than `capacity / 2` clients churning, gets its burst back early.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -69,12 +70,17 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     /// Takes one token from `client`'s bucket at time `at`, or says when one will be there.
-    pub fn check(
+    /// A borrowed key (`&str` for `String`) is copied only when its bucket is new.
+    pub fn check<Q>(
         &self,
-        client: &K,
+        client: &Q,
         limit: RateLimitSettings,
         at: DateTime<Utc>,
-    ) -> Result<(), RetryAfter> {
+    ) -> Result<(), RetryAfter>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = buckets.bucket(client, self.generation_size, || Bucket {
             tokens: f64::from(limit.burst),
@@ -95,18 +101,22 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 }
 
 impl<K: Hash + Eq + Clone> Generations<K> {
-    fn bucket(
+    fn bucket<Q>(
         &mut self,
-        key: &K,
+        key: &Q,
         generation_size: usize,
         fresh: impl FnOnce() -> Bucket,
-    ) -> &mut Bucket {
+    ) -> &mut Bucket
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         if !self.current.contains_key(key) {
             let bucket = self.previous.remove(key).unwrap_or_else(fresh);
             if self.current.len() >= generation_size {
                 self.previous = std::mem::take(&mut self.current);
             }
-            self.current.insert(key.clone(), bucket);
+            self.current.insert(key.to_owned(), bucket);
         }
         self.current.get_mut(key).expect("inserted above")
     }

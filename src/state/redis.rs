@@ -326,6 +326,12 @@ impl super::StateBackend for RedisState {
         .map(drop)
     }
 
+    /// The lease's fence counter outlives the lease: it exists once the name was leased.
+    async fn was_leased(&self, name: &str) -> Result<bool, StateError> {
+        let mut connection = self.connection.clone();
+        self.run(connection.exists(self.key("fence", name))).await
+    }
+
     async fn allocate_version(&self, day: NaiveDate, floor: u32) -> Result<u32, StateError> {
         let mut connection = self.connection.clone();
         let version: u64 = self

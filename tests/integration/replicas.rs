@@ -312,6 +312,8 @@ async fn redis_leases_expire_and_fence_and_versions_are_allocated_once() {
     assert!(one.renew_lease(&lease, ttl).await.unwrap());
     tokio::time::sleep(Duration::from_millis(600)).await;
     let next = other.acquire_lease("day", ttl).await.unwrap().unwrap();
+    assert!(one.was_leased("day").await.unwrap());
+    assert!(!one.was_leased("never").await.unwrap());
     assert!(
         next.fence > lease.fence,
         "a later holder has a higher fence"
