@@ -102,8 +102,11 @@ pub struct NamedCounts {
     pub counts: Counts,
 }
 
+// Named apart from the analyzer's per-subject `facts::Breakdown`; the spec keeps the
+// name clients know.
 #[derive(Debug, Clone, Object, serde::Serialize)]
-pub struct Breakdown {
+#[oai(rename = "Breakdown")]
+pub struct RecentBreakdown {
     /// The window, in days (today included).
     pub days: u32,
     /// Most attempts first.
@@ -228,7 +231,7 @@ pub struct StatsApi {
     ttl_days: u32,
     overview: Cache<Overview>,
     daily: Cache<Daily>,
-    breakdown: Cache<Breakdown>,
+    breakdown: Cache<RecentBreakdown>,
     recent: Cache<Recent>,
     recording: Cache<RecordingToday>,
 }
@@ -419,7 +422,7 @@ impl StatsApi {
         &self,
         now: DateTime<Utc>,
         days: u32,
-    ) -> clickhouse::error::Result<Breakdown> {
+    ) -> clickhouse::error::Result<RecentBreakdown> {
         let first = now.date_naive() - chrono::Duration::days(i64::from(days) - 1);
         // One scan, grouped by both; each breakdown is summed from the pairs.
         let rows: Vec<PairRow> = self
@@ -463,7 +466,7 @@ impl StatsApi {
             });
             named
         };
-        Ok(Breakdown {
+        Ok(RecentBreakdown {
             days,
             by_source: sum(|r| &r.source),
             by_endpoint: sum(|r| &r.endpoint),
@@ -562,7 +565,7 @@ impl StatsApi {
         &self,
         /// How many days, today included (default 14, at most 90).
         days: Query<Option<u32>>,
-    ) -> StatsAnswer<Breakdown> {
+    ) -> StatsAnswer<RecentBreakdown> {
         let days = match days_param(days.0, 14) {
             Ok(days) => days,
             Err(message) => return bad(message),
