@@ -150,7 +150,8 @@ pub struct IncidentScore {
     pub start: String,
     pub end: String,
     pub found: bool,
-    /// Findings about this incident (1 is the target; more are fragments).
+    /// Findings counted for this incident (1 is the target; more are fragments). A
+    /// finding that could be about several incidents counts for one (see `owner`).
     pub findings: usize,
     /// The largest of start and end error of the closest finding that states a
     /// window, in minutes; absent when none does.
@@ -200,12 +201,24 @@ pub fn score(days: &[DayResult]) -> Score {
     let mut findings = 0;
     for day in days {
         findings += day.findings.len();
-        incidents.extend(day.labels.iter().map(|l| score_incident(l, &day.findings)));
+        let owners: Vec<Option<usize>> =
+            day.findings.iter().map(|f| owner(f, &day.labels)).collect();
+        incidents.extend(day.labels.iter().enumerate().map(|(n, label)| {
+            let owned: Vec<&Finding> = day
+                .findings
+                .iter()
+                .zip(&owners)
+                .filter(|(_, owner)| **owner == Some(n))
+                .map(|(f, _)| f)
+                .collect();
+            score_incident(label, &owned)
+        }));
         unexplained.extend(
             day.findings
                 .iter()
-                .filter(|f| !day.labels.iter().any(|l| explains(f, l)))
-                .map(|f| Unexplained {
+                .zip(&owners)
+                .filter(|(_, owner)| owner.is_none())
+                .map(|(f, _)| Unexplained {
                     day: day.day,
                     kind: f.kind,
                     severity: f.severity,
@@ -233,9 +246,51 @@ pub fn score(days: &[DayResult]) -> Score {
     }
 }
 
-fn score_incident(label: &Label, findings: &[Finding]) -> IncidentScore {
-    let matched: Vec<&Finding> = findings.iter().filter(|f| explains(f, label)).collect();
-    let window_error_minutes = matched
+/// The one incident a finding is counted for, among those it explains: the one it
+/// names most precisely — its labelled kind first, then the subject values it shares
+/// with the incident, then a window that meets it. A failure concentration on a page
+/// during a CRM outage belongs to the broken page, not to the outage.
+fn owner(finding: &Finding, labels: &[Label]) -> Option<usize> {
+    labels
+        .iter()
+        .enumerate()
+        .filter(|(_, label)| explains(finding, label))
+        .max_by_key(|(n, label)| {
+            let primary = finding.kind.as_str() == label.kind.expected_finding();
+            let windowed = window_of(finding).is_some();
+            (
+                primary,
+                shared_subject(finding, label),
+                windowed,
+                usize::MAX - n,
+            )
+        })
+        .map(|(n, _)| n)
+}
+
+/// How many subject values the finding states that equal the incident's.
+fn shared_subject(finding: &Finding, label: &Label) -> usize {
+    let subject = &finding.subject;
+    let client_source = subject.client_id.as_ref().and_then(|client| {
+        label
+            .source
+            .as_ref()
+            .filter(|source| client.starts_with(source.as_str()))
+    });
+    [
+        (&subject.source, &label.source),
+        (&subject.page, &label.page),
+        (&subject.field, &label.field),
+        (&subject.endpoint, &label.endpoint),
+    ]
+    .iter()
+    .filter(|(stated, labelled)| stated.is_some() && stated == labelled)
+    .count()
+        + usize::from(client_source.is_some())
+}
+
+fn score_incident(label: &Label, owned: &[&Finding]) -> IncidentScore {
+    let window_error_minutes = owned
         .iter()
         .filter_map(|f| window_of(f))
         .map(|(start, end)| {
@@ -248,10 +303,10 @@ fn score_incident(label: &Label, findings: &[Finding]) -> IncidentScore {
         day: label.day,
         start: label.start.to_rfc3339(),
         end: label.end.to_rfc3339(),
-        found: !matched.is_empty(),
-        findings: matched.len(),
+        found: !owned.is_empty(),
+        findings: owned.len(),
         window_error_minutes,
-        matched: matched
+        matched: owned
             .iter()
             .map(|f| format!("{} {:?} {}", f.kind.as_str(), f.severity, subject_text(f)))
             .collect(),
@@ -408,6 +463,25 @@ mod tests {
         let misses = score.misses();
         assert!(misses.iter().any(|m| m.contains("window off by 40 min")));
         assert!(misses.iter().any(|m| m.contains("not found")));
+    }
+
+    #[test]
+    fn a_finding_that_fits_two_incidents_counts_for_the_one_it_names() {
+        let outage = label(IncidentKind::CrmSlow, None, 11, 12);
+        let mut broken = label(IncidentKind::BrokenField, Some("web_form"), 8, 18);
+        broken.page = Some("/pricing".into());
+        let mut concentration = finding(FindingKind::FailureConcentration, Severity::High, None);
+        concentration.subject.page = Some("/pricing".into());
+        assert!(explains(&concentration, &outage) && explains(&concentration, &broken));
+        let day = DayResult {
+            day: outage.day,
+            labels: vec![outage, broken],
+            findings: vec![concentration],
+        };
+        let score = score(&[day]);
+        assert_eq!(score.incidents[0].findings, 0);
+        assert!(!score.incidents[0].found, "the outage is not found by it");
+        assert_eq!(score.incidents[1].findings, 1);
     }
 
     #[test]
