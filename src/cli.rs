@@ -126,7 +126,9 @@ pub enum Command {
     /// findings (no model) for every analysed day, and matches them to the injected
     /// incidents. Prints per scenario recall, precision (findings no incident explains),
     /// findings per incident and window error. Uses the configured sources and keys
-    /// (the shipped scenarios use config/local.toml's). docs/analyzer.md#evaluation.
+    /// (the shipped scenarios use config/local.toml's). The service's own warnings (one
+    /// per failed attempt) go to stderr: LEADLAB_LOG_LEVEL=error quiets them.
+    /// docs/analyzer.md#evaluation.
     Eval(EvalArgs),
     /// Print the SHA-256 of an API key, the form `[[sources.keys]] sha256` takes.
     HashKey {

@@ -132,9 +132,9 @@ async fn evaluate_one(
     let zone: Tz = scenario.time_zone.parse().unwrap_or(Tz::UTC);
     let (first_day, days) = simulate::last_days(zone, scenario.eval.days);
     let service = format!("{}-eval-{}", settings.otel.service_name, short_id());
-    let attempts = backfill(settings, options, path, scratch, &service, first_day).await?;
-    scratch.copy_rows(settings, &service, attempts).await?;
     let span = Span { first_day, days };
+    let attempts = backfill(settings, options, path, scratch, &service, span).await?;
+    scratch.copy_rows(settings, &service, attempts).await?;
     let windows = plan::windows(scenario, span);
     let analysed = analysed_days(scenario, span, &windows);
     let progress = day_bar(analysed.len(), options.show_progress);
@@ -185,9 +185,8 @@ async fn backfill(
     path: &std::path::Path,
     scratch: &Scratch,
     service: &str,
-    first_day: NaiveDate,
+    span: Span,
 ) -> Result<u64, EvalError> {
-    let scenario = Scenario::load(path)?;
     let crm = free_address();
     let mut serving = settings.clone();
     serving.otel.service_name = service.to_owned();
@@ -207,8 +206,8 @@ async fn backfill(
     let simulate = SimulateOptions {
         scenario: path.to_owned(),
         mode: Mode::Backfill {
-            first_day,
-            days: scenario.eval.days,
+            first_day: span.first_day,
+            days: span.days,
         },
         seed: options.seed,
         target,
