@@ -272,7 +272,7 @@ impl Shared {
         let client = store::client(&ClickHouseSettings {
             url: url.clone(),
             user: "default".into(),
-            password: String::new(),
+            password: Default::default(),
             database: self.args.database.clone(),
         });
         while answered.elapsed() < Duration::from_secs(60) {
@@ -491,7 +491,7 @@ async fn analyzer(args: AnalyzerArgs) -> anyhow::Result<()> {
     let ch = ClickHouseSettings {
         url: args.clickhouse.clone(),
         user: "default".into(),
-        password: String::new(),
+        password: Default::default(),
         database: database.clone(),
     };
     let settings = Settings {

@@ -18,6 +18,8 @@ use crate::store::{
 };
 use crate::telemetry::Telemetry;
 
+mod render;
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
@@ -361,7 +363,7 @@ async fn analyze(
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
-        print!("{}", crate::analyze::render::text(&view));
+        print!("{}", render::text(&view));
     }
     if failed {
         return Err(AnalysisFailed(view.run.error).into());

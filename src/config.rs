@@ -7,16 +7,18 @@
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
 pub mod analyzer;
 pub mod schema;
+pub mod secret;
 pub mod service;
 pub mod sources;
 
 pub use analyzer::{AnalyzerSettings, DetectorSettings, LlmProvider, LlmSettings};
 pub use schema::{SETTINGS, SettingDoc};
+pub use secret::Secret;
 pub use service::{
     DeliveryKind, DeliverySettings, HttpSettings, IngestSettings, KeylessSettings, OtelSettings,
     OtlpProtocol, RateLimitSettings, UnknownFields,
@@ -42,7 +44,7 @@ pub enum ConfigError {
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Bearer token of the analysis endpoints; empty disables them.
-    pub admin_token: String,
+    pub admin_token: Secret,
     pub clickhouse: ClickHouseSettings,
     pub schema: SchemaSettings,
     pub log: LogSettings,
@@ -65,7 +67,7 @@ pub struct ClickHouseSettings {
     /// HTTP interface of ClickHouse (or of the local dev server).
     pub url: String,
     pub user: String,
-    pub password: String,
+    pub password: Secret,
     /// Database that holds every table of this project.
     pub database: String,
 }
@@ -75,7 +77,7 @@ impl Default for ClickHouseSettings {
         Self {
             url: "http://127.0.0.1:8123".into(),
             user: "default".into(),
-            password: String::new(),
+            password: Secret::default(),
             database: "otel".into(),
         }
     }
@@ -133,7 +135,9 @@ pub enum LogFormat {
 impl Settings {
     /// Loads defaults, then `file` (which must exist when given), then env vars.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        // No `Serialized::defaults`: every struct is `#[serde(default)]`, and a secret's
+        // serialised form is `[redacted]`, which must never become a value.
+        let mut figment = Figment::new();
         if let Some(path) = file {
             if !path.exists() {
                 return Err(ConfigError::MissingFile(path.to_owned()));
@@ -262,20 +266,9 @@ impl Settings {
         })
     }
 
-    /// The effective settings as TOML, with secrets replaced so it can be printed.
+    /// The effective settings as TOML; secrets print as `[redacted]` by their type.
     pub fn to_redacted_toml(&self) -> String {
-        let mut shown = self.clone();
-        for secret in [
-            &mut shown.clickhouse.password,
-            &mut shown.ingest.submitter_secret,
-            &mut shown.admin_token,
-            &mut shown.llm.api_key,
-        ] {
-            if !secret.is_empty() {
-                *secret = "<redacted>".into();
-            }
-        }
-        toml::to_string_pretty(&shown).expect("settings always serialize to TOML")
+        toml::to_string_pretty(self).expect("settings always serialize to TOML")
     }
 }
 
@@ -420,21 +413,38 @@ mod tests {
     }
 
     #[test]
-    fn printing_settings_hides_the_password() {
-        let mut s = Settings::default();
+    fn no_printed_form_of_the_settings_shows_a_secret() {
+        let mut s = Settings {
+            admin_token: "admin-tok-1".into(),
+            ..Settings::default()
+        };
         s.clickhouse.password = "hunter2".into();
-        let shown = s.to_redacted_toml();
-        assert!(!shown.contains("hunter2"));
-        assert!(shown.contains("<redacted>"));
+        s.ingest.submitter_secret = "pepper-3".into();
+        s.llm.api_key = "sk-very-secret".into();
+        let printed = [s.to_redacted_toml(), format!("{s:?}"), format!("{s:#?}")];
+        for shown in &printed {
+            for secret in ["admin-tok-1", "hunter2", "pepper-3", "sk-very-secret"] {
+                assert!(!shown.contains(secret), "{secret} printed");
+            }
+            assert!(shown.contains(secret::REDACTED));
+        }
+        assert_eq!(s.clickhouse.password.expose(), "hunter2");
     }
 
     #[test]
-    fn the_api_key_is_never_printed() {
-        let mut s = Settings::default();
-        s.llm.api_key = "sk-very-secret".into();
-        assert!(!s.to_redacted_toml().contains("sk-very-secret"));
-        assert!(!format!("{s:?}").contains("sk-very-secret"));
-        assert!(format!("{:?}", s.llm).contains("<redacted>"));
+    fn secrets_still_load_from_env_and_defaults() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("LEADLAB_CLICKHOUSE_PASSWORD", "from-env");
+            let s = Settings::load(None).unwrap();
+            assert_eq!(s.clickhouse.password.expose(), "from-env");
+            assert_eq!(s.ingest.submitter_secret.expose(), "change-me-local-only");
+            // Without a file, what loads is the defaults, field for field.
+            let mut expected = Settings::default();
+            expected.clickhouse.password = "from-env".into();
+            assert_eq!(s, expected);
+            Ok(())
+        });
     }
 
     #[test]

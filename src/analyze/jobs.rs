@@ -13,13 +13,15 @@ use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tr
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::facts::{self, FactsQuery};
 use super::llm::LlmClient;
 use super::narrate::{Narration, NarrationInput, narrate};
 use super::recording;
-use super::records::{Records, RunRow, RunStatus, SummaryRow, Trigger};
+use super::records::{INTERRUPTED, Records, RunRow, RunStatus, SummaryRow, Trigger};
 use super::{Finding, detect};
 use crate::config::Settings;
 
@@ -41,8 +43,8 @@ pub struct Submitted {
     pub joined: bool,
 }
 
-/// What one attempt produced.
-struct Outcome {
+/// What one attempt produced (not to be confused with a lead's `domain::Outcome`).
+struct AttemptOutcome {
     facts_ms: u32,
     narration: Narration,
     findings: Vec<Finding>,
@@ -58,6 +60,12 @@ pub struct Analyzer {
     /// The run of each day being analysed; its first stored row may not be written yet.
     active: Mutex<HashMap<NaiveDate, RunRow>>,
     workers: Arc<Semaphore>,
+    /// Every run and the schedule: a stopping service waits for them, none is detached.
+    tasks: TaskTracker,
+    /// Stop starting work: the schedule ends, queued runs are handed back.
+    stopping: CancellationToken,
+    /// The grace period is over: running attempts are dropped and handed back.
+    abandoning: CancellationToken,
 }
 
 impl Analyzer {
@@ -77,6 +85,9 @@ impl Analyzer {
             zone,
             active: Mutex::default(),
             workers: Arc::new(Semaphore::new(settings.analyzer.workers.max(1))),
+            tasks: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+            abandoning: CancellationToken::new(),
         }))
     }
 
@@ -173,7 +184,7 @@ impl Analyzer {
     /// Runs `row` on a worker; a new run is first recorded as queued.
     fn spawn(self: &Arc<Self>, row: RunRow, new: bool) {
         let analyzer = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let day = row.day;
             let recorded = if new {
                 analyzer.records.save_run(&row).await
@@ -183,11 +194,46 @@ impl Analyzer {
             if let Err(err) = recorded {
                 tracing::warn!(run_id = %row.run_id, error = %err, "cannot record the queued run");
             }
-            let permit = analyzer.workers.clone().acquire_owned().await;
+            let permit = tokio::select! {
+                permit = analyzer.workers.clone().acquire_owned() => permit,
+                () = analyzer.stopping.cancelled() => {
+                    analyzer.hand_back(row).await;
+                    analyzer.lock_active().remove(&day);
+                    return;
+                }
+            };
             analyzer.execute(row).await;
             drop(permit);
             analyzer.lock_active().remove(&day);
         });
+    }
+
+    /// Stops the analyzer as a service stops: no new work starts, runs in progress get
+    /// `grace` to finish, and what is still unfinished then is recorded as interrupted,
+    /// which the next start resumes at once. A report is written whole or not at all:
+    /// only an attempt (facts, detectors, the model call) is ever dropped, never the
+    /// writing of its result.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stopping.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                unfinished = self.tasks.len(),
+                "grace period over: unfinished analyses are handed back for the next start"
+            );
+            self.abandoning.cancel();
+            self.tasks.wait().await;
+        }
+    }
+
+    /// Records `row` as interrupted: queued again, resumable without waiting to go stale.
+    async fn hand_back(&self, mut row: RunRow) {
+        tracing::info!(run_id = %row.run_id, day = %row.day, "analysis interrupted by shutdown");
+        self.save_state(&mut row, RunStatus::Queued, INTERRUPTED)
+            .await;
     }
 
     /// Attempts the run up to `max_attempts` times with doubling backoff, then records
@@ -212,7 +258,11 @@ impl Analyzer {
         while u32::from(row.attempts) < max_attempts {
             row.attempts += 1;
             self.save_state(&mut row, RunStatus::Running, "").await;
-            let attempt = self.attempt(row.day, &cx).await;
+            let Some(attempt) = self.unless_abandoned(self.attempt(row.day, &cx)).await else {
+                span.set_attribute(KeyValue::new("analysis.status", "interrupted"));
+                span.end();
+                return self.hand_back(row).await;
+            };
             let retry = match &attempt {
                 Ok(outcome) => outcome.narration.degraded,
                 Err(_) => true,
@@ -221,7 +271,15 @@ impl Analyzer {
             if !retry || u32::from(row.attempts) >= max_attempts {
                 break;
             }
-            tokio::time::sleep(backoff).await;
+            if self
+                .unless_abandoned(tokio::time::sleep(backoff))
+                .await
+                .is_none()
+            {
+                // The last attempt's result is kept: concluding with it is quicker than
+                // handing the run back.
+                break;
+            }
             backoff *= 2;
         }
         let status = self.conclude(&mut row, last, started).await;
@@ -232,10 +290,19 @@ impl Analyzer {
         span.end();
     }
 
+    /// `work`, or `None` once the shutdown's grace period is over.
+    async fn unless_abandoned<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            () = self.abandoning.cancelled() => None,
+            done = work => Some(done),
+        }
+    }
+
     async fn conclude(
         &self,
         row: &mut RunRow,
-        last: Option<Result<Outcome, String>>,
+        last: Option<Result<AttemptOutcome, String>>,
         started: Instant,
     ) -> RunStatus {
         row.total_ms = millis(started.elapsed());
@@ -270,7 +337,7 @@ impl Analyzer {
 
     /// Facts, detectors, narration: one try. Facts that cannot be read are an error
     /// (retried); a model that cannot narrate is not (the rules do, marked degraded).
-    async fn attempt(&self, day: NaiveDate, cx: &Context) -> Result<Outcome, String> {
+    async fn attempt(&self, day: NaiveDate, cx: &Context) -> Result<AttemptOutcome, String> {
         let facts_started = Instant::now();
         let query = FactsQuery {
             day,
@@ -298,7 +365,7 @@ impl Analyzer {
         };
         let mut narration = narrate(&self.llm, input, &self.tracer, cx).await;
         recording::qualify(&mut narration.report, &day_facts.recording);
-        Ok(Outcome {
+        Ok(AttemptOutcome {
             facts_ms,
             narration,
             findings,
@@ -331,7 +398,7 @@ impl Analyzer {
     async fn write_summary(
         &self,
         row: &mut RunRow,
-        outcome: &Outcome,
+        outcome: &AttemptOutcome,
     ) -> Result<(), clickhouse::error::Error> {
         let narration = &outcome.narration;
         row.facts_ms = outcome.facts_ms;
@@ -365,9 +432,14 @@ impl Analyzer {
         self.records.save_summary(&summary).await
     }
 
+    /// Starts the daily schedule as one of the analyzer's tasks.
+    pub fn start_schedule(self: &Arc<Self>) {
+        self.tasks.spawn(self.clone().run_schedule());
+    }
+
     /// Enqueues yesterday (in the analyzer's zone) at every firing of the cron schedule,
-    /// until the task is aborted.
-    pub async fn run_schedule(self: Arc<Self>) {
+    /// until the analyzer stops.
+    async fn run_schedule(self: Arc<Self>) {
         let schedule: cron::Schedule = match self.settings.analyzer.schedule.parse() {
             Ok(schedule) => schedule,
             Err(err) => {
@@ -380,7 +452,10 @@ impl Analyzer {
                 return;
             };
             let wait = (next.to_utc() - Utc::now()).to_std().unwrap_or_default();
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.stopping.cancelled() => return,
+            }
             let yesterday = yesterday(self.zone, Utc::now());
             let run = self.submit(yesterday, Trigger::Schedule);
             tracing::info!(day = %yesterday, run_id = %run.run_id, "scheduled analysis queued");

@@ -13,7 +13,6 @@ pub mod narrate;
 pub mod prompt;
 pub mod recording;
 pub mod records;
-pub mod render;
 pub mod report;
 pub mod rules;
 

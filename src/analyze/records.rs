@@ -147,6 +147,10 @@ const SUMMARY_COLUMNS: &str = "run_id, day, version, generated_at, generator, mo
      executive_summary, user_behavior, system_behavior, misconfiguration_signals, confidence, \
      confidence_reasons, scope, findings, grounding_violations";
 
+/// The note on a run a stopping service handed back unfinished; the next start resumes
+/// such a run without waiting for it to go stale.
+pub const INTERRUPTED: &str = "interrupted by shutdown; the next start resumes it";
+
 /// Reads and appends the analyzer's rows; `client` is bound to the project's database.
 #[derive(Clone)]
 pub struct Records {
@@ -195,8 +199,9 @@ impl Records {
     }
 
     /// Runs whose latest state is queued or running and has not changed for `stale`:
-    /// left behind by a stopped process (a live run records each attempt, so a run of
-    /// another process that is still working is younger than that).
+    /// left behind by a dead process (a live run records each attempt, so a run of
+    /// another process that is still working is younger than that); and runs a stopping
+    /// process handed back as [`INTERRUPTED`], at once.
     pub async fn unfinished(
         &self,
         stale: std::time::Duration,
@@ -204,11 +209,13 @@ impl Records {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM (SELECT {RUN_COLUMNS} FROM analysis_run_states \
                ORDER BY run_id, updated_at DESC LIMIT 1 BY run_id) \
-             WHERE status IN ('queued', 'running') AND updated_at < now64(3) - toIntervalSecond(?)"
+             WHERE status IN ('queued', 'running') \
+               AND (updated_at < now64(3) - toIntervalSecond(?) OR error = ?)"
         );
         self.client
             .query(&sql)
             .bind(stale.as_secs())
+            .bind(INTERRUPTED)
             .fetch_all()
             .await
     }

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Secret;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnalyzerSettings {
@@ -57,7 +59,7 @@ impl LlmProvider {
 }
 
 /// The model server the analyzer asks (`[llm]`; `[ollama]` is read as an alias).
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LlmSettings {
     pub provider: LlmProvider,
@@ -65,7 +67,7 @@ pub struct LlmSettings {
     pub url: String,
     pub model: String,
     /// Bearer token sent when not empty. Never printed.
-    pub api_key: String,
+    pub api_key: Secret,
     pub connect_timeout_ms: u64,
     /// Whole-request timeout of one chat call.
     pub timeout_ms: u64,
@@ -85,7 +87,7 @@ impl Default for LlmSettings {
             provider: LlmProvider::Ollama,
             url: "http://127.0.0.1:11434".into(),
             model: "llama3.1:8b".into(),
-            api_key: String::new(),
+            api_key: Secret::default(),
             connect_timeout_ms: 2_000,
             timeout_ms: 120_000,
             keep_alive: "10m".into(),
@@ -93,29 +95,6 @@ impl Default for LlmSettings {
             max_context_tokens: 32_768,
             max_output_tokens: 3_072,
         }
-    }
-}
-
-/// Written by hand so the API key never reaches a log line.
-impl std::fmt::Debug for LlmSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let api_key = if self.api_key.is_empty() {
-            ""
-        } else {
-            "<redacted>"
-        };
-        f.debug_struct("LlmSettings")
-            .field("provider", &self.provider)
-            .field("url", &self.url)
-            .field("model", &self.model)
-            .field("api_key", &api_key)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .field("timeout_ms", &self.timeout_ms)
-            .field("keep_alive", &self.keep_alive)
-            .field("seed", &self.seed)
-            .field("max_context_tokens", &self.max_context_tokens)
-            .field("max_output_tokens", &self.max_output_tokens)
-            .finish()
     }
 }
 

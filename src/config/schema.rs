@@ -88,7 +88,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "http.shutdown_grace_secs",
         default: "10",
-        meaning: "on SIGTERM/SIGINT, how long in-flight requests may still take",
+        meaning: "on SIGTERM/SIGINT, how long in-flight requests and running analyses may still take (unfinished analyses resume at the next start)",
     },
     SettingDoc {
         key: "http.max_connections",

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Secret;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
@@ -11,7 +13,8 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Most leads one `POST /v1/leads/batch` may carry.
     pub batch_max_leads: usize,
-    /// On SIGTERM, how long in-flight requests may take before the server stops anyway.
+    /// On SIGTERM, how long in-flight requests and running analyses may take before the
+    /// service stops anyway (an unfinished analysis is handed back for the next start).
     pub shutdown_grace_secs: u64,
     /// Open connections at most; beyond it new connections wait in the listen backlog.
     pub max_connections: usize,
@@ -109,7 +112,7 @@ pub enum UnknownFields {
 #[serde(default, deny_unknown_fields)]
 pub struct IngestSettings {
     /// HMAC key for submitter hashes. Emails never leave the service; this hash does.
-    pub submitter_secret: String,
+    pub submitter_secret: Secret,
     pub unknown_fields: UnknownFields,
     /// Same submitter + source + page within this window is a duplicate.
     pub dedup_window_secs: u64,

@@ -32,6 +32,22 @@ macro_rules! redacted_debug {
     )+};
 }
 
+/// `Debug` for a struct that holds submitted personal values as plain strings (a request
+/// body before parsing, a delivery, a simulated person): it shows only the listed
+/// non-personal fields, so `{:?}` of a whole request cannot leak a name or an address.
+#[macro_export]
+macro_rules! debug_without_personal_data {
+    ($ty:ident $(<$lt:lifetime>)? { $($shown:ident),* $(,)? }) => {
+        impl $(<$lt>)? ::std::fmt::Debug for $ty $(<$lt>)? {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($shown), &self.$shown))*
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
 /// Non-personal values print as themselves: they are closed sets or paths that are used
 /// as telemetry attributes anyway.
 macro_rules! plain_display {

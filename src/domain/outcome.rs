@@ -7,6 +7,31 @@
 
 use std::fmt;
 
+/// Gives a closed set, declared once with the strum derives, its `ALL` list, its wire
+/// name and `Display`: the variant list and the spelling cannot drift from the enum.
+macro_rules! closed_set {
+    ($($set:ident),+ $(,)?) => {$(
+        impl $set {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$set] = <$set as strum::VariantArray>::VARIANTS;
+
+            /// The wire and telemetry name (`lead.outcome`, `lead.reason`, `lead.field`):
+            /// the variant in snake_case, the same as serde and the OpenAPI spec write it.
+            pub fn as_str(self) -> &'static str {
+                self.into()
+            }
+        }
+
+        impl fmt::Display for $set {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+
+closed_set!(Outcome, Reason, Field);
+
 /// HTTP status of an accepted lead. `Outcome::Accepted` carries no [`Reason`], so its
 /// status lives here rather than in [`Reason::http_status`].
 pub const ACCEPTED_STATUS: u16 = 201;
@@ -22,9 +47,13 @@ pub const ACCEPTED_STATUS: u16 = 201;
     serde::Serialize,
     serde::Deserialize,
     poem_openapi::Enum,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::EnumMessage,
 )]
 #[serde(rename_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Outcome {
     /// The lead was valid, new and handed on; the response is 201.
     Accepted,
@@ -33,26 +62,6 @@ pub enum Outcome {
     Rejected,
     /// The service or a downstream system failed; the same request may succeed later.
     Failed,
-}
-
-impl Outcome {
-    /// Every outcome, for exhaustive metric pre-registration and tests.
-    pub const ALL: [Outcome; 3] = [Outcome::Accepted, Outcome::Rejected, Outcome::Failed];
-
-    /// The wire and telemetry name (`lead.outcome`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Accepted => "accepted",
-            Outcome::Rejected => "rejected",
-            Outcome::Failed => "failed",
-        }
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// Why an attempt was not accepted.
@@ -66,9 +75,13 @@ impl fmt::Display for Outcome {
     serde::Serialize,
     serde::Deserialize,
     poem_openapi::Enum,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::EnumMessage,
 )]
 #[serde(rename_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Reason {
     /// The body is not valid UTF-8 or JSON (or form encoding), is not an object, has an
     /// unknown field while unknown fields are rejected, or the batch is empty or too long.
@@ -109,48 +122,6 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, for exhaustive metric pre-registration and tests.
-    pub const ALL: [Reason; 16] = [
-        Reason::InvalidPayload,
-        Reason::InvalidField,
-        Reason::UnsupportedMediaType,
-        Reason::PayloadTooLarge,
-        Reason::Unauthorized,
-        Reason::SourceKeyMismatch,
-        Reason::SourceDisabled,
-        Reason::UnknownForm,
-        Reason::RateLimited,
-        Reason::RequestTimeout,
-        Reason::ClientClosed,
-        Reason::Duplicate,
-        Reason::DownstreamTimeout,
-        Reason::DownstreamError,
-        Reason::InternalError,
-        Reason::Overloaded,
-    ];
-
-    /// The wire and telemetry name (`lead.reason`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::InvalidPayload => "invalid_payload",
-            Reason::InvalidField => "invalid_field",
-            Reason::UnsupportedMediaType => "unsupported_media_type",
-            Reason::PayloadTooLarge => "payload_too_large",
-            Reason::Unauthorized => "unauthorized",
-            Reason::SourceKeyMismatch => "source_key_mismatch",
-            Reason::SourceDisabled => "source_disabled",
-            Reason::UnknownForm => "unknown_form",
-            Reason::RateLimited => "rate_limited",
-            Reason::RequestTimeout => "request_timeout",
-            Reason::ClientClosed => "client_closed",
-            Reason::Duplicate => "duplicate",
-            Reason::DownstreamTimeout => "downstream_timeout",
-            Reason::DownstreamError => "downstream_error",
-            Reason::InternalError => "internal_error",
-            Reason::Overloaded => "overloaded",
-        }
-    }
-
     /// Failures are ours (worth retrying, worth paging on); rejections are the client's.
     pub fn outcome(self) -> Outcome {
         match self {
@@ -158,8 +129,24 @@ impl Reason {
             | Reason::DownstreamError
             | Reason::InternalError
             | Reason::Overloaded => Outcome::Failed,
-            _ => Outcome::Rejected,
+            Reason::InvalidPayload
+            | Reason::InvalidField
+            | Reason::UnsupportedMediaType
+            | Reason::PayloadTooLarge
+            | Reason::Unauthorized
+            | Reason::SourceKeyMismatch
+            | Reason::SourceDisabled
+            | Reason::UnknownForm
+            | Reason::RateLimited
+            | Reason::RequestTimeout
+            | Reason::ClientClosed
+            | Reason::Duplicate => Outcome::Rejected,
         }
+    }
+
+    /// The reason's doc comment: the plain-words meaning the API documentation shows.
+    pub fn meaning(self) -> &'static str {
+        strum::EnumMessage::get_documentation(&self).unwrap_or_default()
     }
 
     /// The HTTP status the API answers with for this reason.
@@ -184,12 +171,6 @@ impl Reason {
     }
 }
 
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A field of the lead API, the value of the `lead.field` attribute on invalid_field.
 #[derive(
     Debug,
@@ -201,9 +182,13 @@ impl fmt::Display for Reason {
     serde::Serialize,
     serde::Deserialize,
     poem_openapi::Enum,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::EnumMessage,
 )]
 #[serde(rename_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Field {
     /// The submitter's name.
     Name,
@@ -225,44 +210,6 @@ pub enum Field {
     SubmittedAt,
     /// The `leads` array of a batch.
     Leads,
-}
-
-impl Field {
-    /// Every field, for exhaustive metric pre-registration and tests.
-    pub const ALL: [Field; 10] = [
-        Field::Name,
-        Field::Email,
-        Field::Phone,
-        Field::Company,
-        Field::Source,
-        Field::Page,
-        Field::Consent,
-        Field::Utm,
-        Field::SubmittedAt,
-        Field::Leads,
-    ];
-
-    /// The wire and telemetry name (`lead.field`); also the JSON key of the field.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Field::Name => "name",
-            Field::Email => "email",
-            Field::Phone => "phone",
-            Field::Company => "company",
-            Field::Source => "source",
-            Field::Page => "page",
-            Field::Consent => "consent",
-            Field::Utm => "utm",
-            Field::SubmittedAt => "submitted_at",
-            Field::Leads => "leads",
-        }
-    }
-}
-
-impl fmt::Display for Field {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 #[cfg(test)]
@@ -298,13 +245,11 @@ mod tests {
     }
 
     #[test]
-    fn all_lists_each_variant_once() {
-        let reasons: std::collections::HashSet<_> = Reason::ALL.iter().collect();
-        assert_eq!(reasons.len(), Reason::ALL.len());
-        let fields: std::collections::HashSet<_> = Field::ALL.iter().collect();
-        assert_eq!(fields.len(), Field::ALL.len());
-        let outcomes: std::collections::HashSet<_> = Outcome::ALL.iter().collect();
-        assert_eq!(outcomes.len(), Outcome::ALL.len());
+    fn every_reason_says_what_it_means() {
+        for &reason in Reason::ALL {
+            assert!(reason.meaning().len() > 20, "{reason} has no doc comment");
+        }
+        assert!(Reason::RateLimited.meaning().starts_with("The client"));
     }
 
     /// The serde name, the `as_str` name and the snake_case spelling of the variant agree,
@@ -340,7 +285,7 @@ mod tests {
             "internal_error",
             "overloaded",
         ];
-        for (reason, name) in Reason::ALL.into_iter().zip(names) {
+        for (reason, name) in Reason::ALL.iter().copied().zip(names) {
             assert_wire_name(reason, reason.as_str(), name);
         }
     }
@@ -348,7 +293,8 @@ mod tests {
     #[test]
     fn outcome_wire_names_are_snake_case() {
         for (outcome, name) in Outcome::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .zip(["accepted", "rejected", "failed"])
         {
             assert_wire_name(outcome, outcome.as_str(), name);
@@ -369,7 +315,7 @@ mod tests {
             "submitted_at",
             "leads",
         ];
-        for (field, name) in Field::ALL.into_iter().zip(names) {
+        for (field, name) in Field::ALL.iter().copied().zip(names) {
             assert_wire_name(field, field.as_str(), name);
         }
     }
@@ -377,13 +323,13 @@ mod tests {
     #[test]
     fn openapi_names_match_serde_names() {
         use poem_openapi::types::ToJSON;
-        for reason in Reason::ALL {
+        for &reason in Reason::ALL {
             assert_eq!(reason.to_json(), Some(serde_json::json!(reason.as_str())));
         }
-        for field in Field::ALL {
+        for &field in Field::ALL {
             assert_eq!(field.to_json(), Some(serde_json::json!(field.as_str())));
         }
-        for outcome in Outcome::ALL {
+        for &outcome in Outcome::ALL {
             assert_eq!(outcome.to_json(), Some(serde_json::json!(outcome.as_str())));
         }
     }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use poem::http::HeaderMap;
 use poem::web::{Data, RemoteAddr};
 use poem_openapi::param::Path;
-use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
 
 use super::body::{Documented, Unparsed};
@@ -20,7 +19,7 @@ enum ApiTags {
 
 /// A lead posted as JSON. Unknown fields are rejected (or ignored, per
 /// `ingest.unknown_fields`).
-#[derive(Debug, Object)]
+#[derive(Object)]
 pub struct LeadRequest {
     /// 1–200 characters.
     pub name: String,
@@ -54,7 +53,7 @@ pub struct BatchRequest {
 }
 
 /// An HTML form post; source and page come from the form's configuration.
-#[derive(Debug, Object)]
+#[derive(Object)]
 pub struct FormRequest {
     pub name: String,
     pub email: String,
@@ -66,6 +65,20 @@ pub struct FormRequest {
     pub utm_medium: Option<String>,
     pub utm_campaign: Option<String>,
 }
+
+crate::debug_without_personal_data!(LeadRequest {
+    source,
+    page,
+    consent,
+    utm,
+    submitted_at
+});
+crate::debug_without_personal_data!(FormRequest {
+    consent,
+    utm_source,
+    utm_medium,
+    utm_campaign
+});
 
 impl Documented for LeadRequest {
     const MEDIA_TYPE: &'static str = "application/json";
@@ -138,7 +151,7 @@ impl LeadsApi {
             )
             .await
         {
-            Ok(verdicts) => BatchResponse::Ok(Json(BatchReply::new(&verdicts))),
+            Ok(verdicts) => BatchResponse::Succeeded(BatchReply::new(&verdicts)),
             Err(verdict) => BatchResponse::failure(&verdict),
         }
     }
@@ -147,4 +160,41 @@ impl LeadsApi {
 /// The client's address as the socket says (a proxy in front is not trusted for this).
 fn peer_ip(peer: &RemoteAddr) -> Option<std::net::IpAddr> {
     peer.as_socket_addr().map(|addr| addr.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printing_a_request_shows_no_personal_value() {
+        let lead = LeadRequest {
+            name: "Ada Lovelace".into(),
+            email: "ada@example.com".into(),
+            phone: Some("+441234567890".into()),
+            company: Some("Analytical Engines".into()),
+            source: "webform".into(),
+            page: "/pricing".into(),
+            consent: true,
+            utm: None,
+            submitted_at: None,
+        };
+        let form = FormRequest {
+            name: "Ada Lovelace".into(),
+            email: "ada@example.com".into(),
+            phone: Some("+441234567890".into()),
+            company: Some("Analytical Engines".into()),
+            consent: Some("on".into()),
+            utm_source: None,
+            utm_medium: None,
+            utm_campaign: None,
+        };
+        let batch = BatchRequest { leads: vec![lead] };
+        for shown in [format!("{batch:?}"), format!("{form:#?}")] {
+            for personal in ["Ada", "ada@example.com", "1234567890", "Analytical"] {
+                assert!(!shown.contains(personal), "{personal} in {shown}");
+            }
+        }
+        assert!(format!("{batch:?}").contains("/pricing"));
+    }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use poem::{EndpointExt, Route};
 use poem_openapi::OpenApiService;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 pub use body::BodyLimits;
 pub use replies::{BatchReply, SubmissionReply};
@@ -84,24 +85,39 @@ impl Application {
         self.address
     }
 
-    /// Serves until `shutdown` resolves, lets in-flight requests finish (up to the
-    /// grace period), then flushes telemetry.
+    /// Serves until `shutdown` resolves, then stops as a service should: no new
+    /// connections, in-flight requests and running analyses get the grace period to
+    /// finish (unfinished analyses are handed back for the next start), then telemetry
+    /// is flushed.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
         let http = &self.settings.http;
+        let grace = Duration::from_secs(http.shutdown_grace_secs);
         let limits = server::ServerLimits {
             max_connections: http.max_connections,
             header_read_timeout: Duration::from_millis(http.header_read_timeout_ms),
-            grace: Duration::from_secs(http.shutdown_grace_secs),
+            grace,
         };
-        let schedule = self.start_analyzer().await;
+        self.start_analyzer().await;
+        let analyzer = self.analyzer.clone();
         let app = routes(&self.settings, self.ingest, self.analyzer, &self.telemetry);
-        let served = server::serve(self.listener, app, limits, shutdown).await;
-        if let Some(schedule) = schedule {
-            schedule.abort();
-        }
+        let stopping = CancellationToken::new();
+        let signalled = async {
+            shutdown.await;
+            stopping.cancel();
+        };
+        let serving = async {
+            let served = server::serve(self.listener, app, limits, signalled).await;
+            stopping.cancel(); // also when the server ended by itself
+            served
+        };
+        let analyses = async {
+            stopping.cancelled().await;
+            analyzer.shutdown(grace).await;
+        };
+        let (served, ()) = tokio::join!(serving, analyses);
         self.telemetry.shutdown().await;
         served.map_err(ServeError::from)
     }
@@ -109,14 +125,15 @@ impl Application {
 
 impl Application {
     /// Picks up runs a previous process left unfinished and starts the daily schedule.
-    async fn start_analyzer(&self) -> Option<tokio::task::JoinHandle<()>> {
+    async fn start_analyzer(&self) {
         match self.analyzer.resume_unfinished().await {
             Ok(0) => {}
             Ok(count) => tracing::info!(count, "resumed unfinished analyses"),
             Err(err) => tracing::warn!(error = %err, "cannot look for unfinished analyses"),
         }
-        let enabled = self.settings.analyzer.schedule_enabled;
-        enabled.then(|| tokio::spawn(self.analyzer.clone().run_schedule()))
+        if self.settings.analyzer.schedule_enabled {
+            self.analyzer.start_schedule();
+        }
     }
 }
 
@@ -136,7 +153,7 @@ fn routes(
     };
     let admission = admission::Admission::new(
         settings.http.max_in_flight,
-        &settings.admin_token,
+        settings.admin_token.expose(),
         limits,
         ingest.clone(),
     );

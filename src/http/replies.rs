@@ -1,10 +1,17 @@
 //! The one response shape of every submission, success or failure, and the status
 //! codes it comes with.
 
-use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
-use crate::domain::{Field, Outcome, Reason};
+use poem::http::{HeaderValue, StatusCode, header};
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::registry::{MetaHeader, MetaResponse, MetaResponses, Registry};
+use poem_openapi::types::{ToJSON, Type};
+use poem_openapi::{ApiResponse, Object, ResponseContent};
+
+use crate::domain::{ACCEPTED_STATUS, Field, Outcome, Reason};
 use crate::ingest::Verdict;
 
 /// How one submission attempt ended.
@@ -61,130 +68,261 @@ impl BatchReply {
     }
 }
 
-/// Declares a response enum whose success variant differs but whose failures are the
-/// same for every submission endpoint.
-macro_rules! submission_response {
-    ($name:ident, $status:literal, $ok_doc:literal, $ok:ty) => {
-        #[derive(Debug, ApiResponse)]
-        pub enum $name {
-            #[doc = $ok_doc]
-            #[oai(status = $status)]
-            Ok(Json<$ok>),
-            /// invalid_payload: not JSON / not a form, wrong shape, unknown field.
-            #[oai(status = 400)]
-            BadRequest(Json<SubmissionReply>),
-            /// unauthorized: no or unknown API key.
-            #[oai(status = 401)]
-            Unauthorized(Json<SubmissionReply>),
-            /// source_key_mismatch or source_disabled.
-            #[oai(status = 403)]
-            Forbidden(Json<SubmissionReply>),
-            /// unknown_form.
-            #[oai(status = 404)]
-            NotFound(Json<SubmissionReply>),
-            /// duplicate: same submitter, source and page within the dedup window.
-            #[oai(status = 409)]
-            Conflict(Json<SubmissionReply>),
-            /// payload_too_large. The rest of the body is not read, so the connection
-            /// is closed after this answer and says so: a client must not reuse it.
-            #[oai(status = 413)]
-            TooLarge(Json<SubmissionReply>, #[oai(header = "Connection")] String),
-            /// unsupported_media_type.
-            #[oai(status = 415)]
-            UnsupportedMediaType(Json<SubmissionReply>),
-            /// invalid_field: see `field`.
-            #[oai(status = 422)]
-            InvalidField(Json<SubmissionReply>),
-            /// request_timeout: the body did not arrive within `http.body_read_timeout_ms`;
-            /// the connection is closed after this answer.
-            #[oai(status = 408)]
-            RequestTimeout(Json<SubmissionReply>, #[oai(header = "Connection")] String),
-            /// rate_limited: retry after the given seconds. A request without a valid key
-            /// that is limited by its address is answered before its body is read, and
-            /// then says `Connection: close`.
-            #[oai(status = 429)]
-            RateLimited(
-                Json<SubmissionReply>,
-                #[oai(header = "Retry-After")] u64,
-                #[oai(header = "Connection")] Option<String>,
-            ),
-            /// client_closed: the client went away before the attempt ended. Recorded
-            /// with this status (as nginx does); no client ever receives it.
-            #[oai(status = 499)]
-            ClientClosed(Json<SubmissionReply>),
-            /// internal_error.
-            #[oai(status = 500)]
-            Internal(Json<SubmissionReply>),
-            /// downstream_error: the CRM refused or failed.
-            #[oai(status = 502)]
-            DownstreamError(Json<SubmissionReply>),
-            /// overloaded: the service is at its in-flight request limit; retry after
-            /// the given seconds.
-            #[oai(status = 503)]
-            Overloaded(
-                Json<SubmissionReply>,
-                #[oai(header = "Retry-After")] u64,
-                #[oai(header = "Connection")] String,
-            ),
-            /// downstream_timeout: the CRM did not answer in time.
-            #[oai(status = 504)]
-            DownstreamTimeout(Json<SubmissionReply>),
-        }
-
-        impl $name {
-            /// The failure response for a verdict that did not succeed.
-            pub fn failure(verdict: &Verdict) -> Self {
-                let reply = Json(SubmissionReply::from(verdict));
-                match verdict.reason {
-                    Some(Reason::InvalidPayload) => Self::BadRequest(reply),
-                    Some(Reason::Unauthorized) => Self::Unauthorized(reply),
-                    Some(Reason::SourceKeyMismatch | Reason::SourceDisabled) => {
-                        Self::Forbidden(reply)
-                    }
-                    Some(Reason::UnknownForm) => Self::NotFound(reply),
-                    Some(Reason::Duplicate) => Self::Conflict(reply),
-                    Some(Reason::PayloadTooLarge) => Self::TooLarge(reply, "close".to_owned()),
-                    Some(Reason::UnsupportedMediaType) => Self::UnsupportedMediaType(reply),
-                    Some(Reason::InvalidField) => Self::InvalidField(reply),
-                    Some(Reason::RateLimited) => Self::RateLimited(
-                        reply,
-                        verdict.retry_after.unwrap_or(1),
-                        verdict.body_unread.then(|| "close".to_owned()),
-                    ),
-                    Some(Reason::RequestTimeout) => Self::RequestTimeout(reply, "close".to_owned()),
-                    Some(Reason::ClientClosed) => Self::ClientClosed(reply),
-                    Some(Reason::Overloaded) => Self::Overloaded(
-                        reply,
-                        verdict.retry_after.unwrap_or(1),
-                        "close".to_owned(),
-                    ),
-                    Some(Reason::DownstreamError) => Self::DownstreamError(reply),
-                    Some(Reason::DownstreamTimeout) => Self::DownstreamTimeout(reply),
-                    Some(Reason::InternalError) | None => Self::Internal(reply),
-                }
-            }
-        }
-    };
+/// The body of a successful answer, with the status and words the spec gives it.
+pub trait Success: ToJSON + Type + Send {
+    const STATUS: u16;
+    const DESCRIPTION: &'static str;
 }
 
-submission_response!(
-    SubmitResponse,
-    201,
-    "accepted: the lead was stored downstream.",
-    SubmissionReply
-);
-submission_response!(
-    BatchResponse,
-    200,
-    "the batch was read; each lead has its own result.",
-    BatchReply
-);
+impl Success for SubmissionReply {
+    const STATUS: u16 = ACCEPTED_STATUS;
+    const DESCRIPTION: &'static str = "accepted: the lead was stored downstream.";
+}
+
+impl Success for BatchReply {
+    const STATUS: u16 = 200;
+    const DESCRIPTION: &'static str = "the batch was read; each lead has its own result.";
+}
+
+/// The answer of a submission endpoint. A refusal's status is its reason's
+/// [`Reason::http_status`], and the spec lists every status some reason has, described
+/// by the reasons' own docs: adding a reason changes the API's answers and its spec here
+/// without touching this file.
+#[derive(Debug)]
+pub enum SubmissionResponse<T> {
+    Succeeded(T),
+    Refused(Refusal),
+}
+
+pub type SubmitResponse = SubmissionResponse<SubmissionReply>;
+pub type BatchResponse = SubmissionResponse<BatchReply>;
+
+/// A verdict that did not succeed, with the headers its answer carries.
+#[derive(Debug)]
+pub struct Refusal {
+    reply: SubmissionReply,
+    status: u16,
+    retry_after: Option<u64>,
+    close: bool,
+}
+
+impl<T> SubmissionResponse<T> {
+    /// The failure response for a verdict that did not succeed.
+    pub fn failure(verdict: &Verdict) -> Self {
+        let reason = verdict.reason.unwrap_or(Reason::InternalError);
+        Self::Refused(Refusal {
+            reply: SubmissionReply::from(verdict),
+            status: reason.http_status(),
+            retry_after: verdict.retry_after,
+            close: verdict.body_unread,
+        })
+    }
+}
 
 impl SubmitResponse {
     pub fn from_verdict(verdict: &Verdict) -> Self {
         match verdict.outcome {
-            Outcome::Accepted => Self::Ok(Json(verdict.into())),
+            Outcome::Accepted => Self::Succeeded(verdict.into()),
             _ => Self::failure(verdict),
         }
+    }
+}
+
+impl<T: Success> IntoResponse for SubmissionResponse<T> {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Succeeded(body) => Json(body).with_status(status(T::STATUS)).into_response(),
+            Self::Refused(refusal) => {
+                let mut response = Json(refusal.reply)
+                    .with_status(status(refusal.status))
+                    .into_response();
+                let headers = response.headers_mut();
+                if let Some(secs) = refusal.retry_after {
+                    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                if refusal.close {
+                    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
+        }
+    }
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).expect("reasons and successes have valid HTTP statuses")
+}
+
+impl<T: Success> ApiResponse for SubmissionResponse<T> {
+    fn meta() -> MetaResponses {
+        let success = MetaResponse {
+            description: T::DESCRIPTION,
+            status: Some(T::STATUS),
+            status_range: None,
+            content: Json::<T>::media_types(),
+            headers: Vec::new(),
+        };
+        let refusals = refusal_docs().iter().map(|doc| MetaResponse {
+            description: &doc.description,
+            status: Some(doc.status),
+            status_range: None,
+            content: Json::<SubmissionReply>::media_types(),
+            headers: doc.headers.iter().map(|h| h.meta()).collect(),
+        });
+        MetaResponses {
+            responses: std::iter::once(success).chain(refusals).collect(),
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        <Json<T> as ResponseContent>::register(registry);
+        <Json<SubmissionReply> as ResponseContent>::register(registry);
+    }
+}
+
+/// One refusal status of the spec: the reasons that answer with it, in words.
+struct RefusalDoc {
+    status: u16,
+    description: String,
+    headers: Vec<ReplyHeader>,
+}
+
+/// The headers a refusal may carry; which reasons set them is decided where the verdict
+/// is made (`retry_after`, `body_unread`), this only documents them.
+#[derive(Clone, Copy, PartialEq)]
+enum ReplyHeader {
+    RetryAfter,
+    Connection,
+}
+
+impl ReplyHeader {
+    fn of(reason: Reason) -> &'static [ReplyHeader] {
+        match reason {
+            Reason::RateLimited | Reason::Overloaded => {
+                &[ReplyHeader::RetryAfter, ReplyHeader::Connection]
+            }
+            Reason::PayloadTooLarge | Reason::RequestTimeout => &[ReplyHeader::Connection],
+            _ => &[],
+        }
+    }
+
+    fn meta(self) -> MetaHeader {
+        let (name, description, schema) = match self {
+            ReplyHeader::RetryAfter => (
+                "RETRY-AFTER",
+                "Seconds to wait before retrying.",
+                <u64 as Type>::schema_ref(),
+            ),
+            ReplyHeader::Connection => (
+                "CONNECTION",
+                "`close` when the rest of the body was not read: the client must not \
+                 reuse the connection.",
+                <String as Type>::schema_ref(),
+            ),
+        };
+        MetaHeader {
+            name: name.to_owned(),
+            description: Some(description.to_owned()),
+            required: false,
+            deprecated: false,
+            schema,
+        }
+    }
+}
+
+/// Built once: the spec's descriptions must outlive every `meta()` call.
+fn refusal_docs() -> &'static [RefusalDoc] {
+    static DOCS: OnceLock<Vec<RefusalDoc>> = OnceLock::new();
+    DOCS.get_or_init(|| {
+        let mut by_status: BTreeMap<u16, Vec<Reason>> = BTreeMap::new();
+        for &reason in Reason::ALL {
+            by_status
+                .entry(reason.http_status())
+                .or_default()
+                .push(reason);
+        }
+        by_status
+            .into_iter()
+            .map(|(status, reasons)| {
+                let description = reasons
+                    .iter()
+                    .map(|r| format!("`{r}`: {}", one_line(r.meaning())))
+                    .collect::<Vec<_>>()
+                    .join("\n\n");
+                let mut headers: Vec<ReplyHeader> = Vec::new();
+                for header in reasons.iter().flat_map(|&r| ReplyHeader::of(r)) {
+                    if !headers.contains(header) {
+                        headers.push(*header);
+                    }
+                }
+                RefusalDoc {
+                    status,
+                    description,
+                    headers,
+                }
+            })
+            .collect()
+    })
+}
+
+/// Doc comments wrap at 90 columns; the spec's descriptions are prose.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(reason: Reason, retry_after: Option<u64>, body_unread: bool) -> Verdict {
+        Verdict {
+            outcome: reason.outcome(),
+            reason: Some(reason),
+            field: None,
+            message: "no".into(),
+            lead_id: None,
+            trace_id: "0".repeat(32),
+            retry_after,
+            body_unread,
+        }
+    }
+
+    #[test]
+    fn every_refusal_answers_with_its_reasons_status_and_the_spec_lists_it() {
+        let documented: Vec<u16> = SubmitResponse::meta()
+            .responses
+            .iter()
+            .filter_map(|r| r.status)
+            .collect();
+        for &reason in Reason::ALL {
+            let response = SubmitResponse::failure(&refused(reason, None, false)).into_response();
+            assert_eq!(response.status().as_u16(), reason.http_status(), "{reason}");
+            assert!(documented.contains(&reason.http_status()), "{reason}");
+            let doc = refusal_docs()
+                .iter()
+                .find(|d| d.status == reason.http_status())
+                .expect("documented");
+            assert!(doc.description.contains(&format!("`{reason}`")), "{reason}");
+        }
+        assert_eq!(documented[0], ACCEPTED_STATUS);
+    }
+
+    #[test]
+    fn headers_follow_the_verdict() {
+        let limited = refused(Reason::RateLimited, Some(7), true);
+        let response = BatchResponse::failure(&limited).into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+        let keyed = refused(Reason::RateLimited, Some(1), false);
+        let response = SubmitResponse::failure(&keyed).into_response();
+        assert!(response.headers().get(header::CONNECTION).is_none());
+    }
+
+    #[test]
+    fn a_verdict_without_a_reason_is_an_internal_error() {
+        let mut verdict = refused(Reason::InternalError, None, false);
+        verdict.reason = None;
+        let response = SubmitResponse::failure(&verdict).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -11,7 +11,7 @@ use crate::config::{DeliveryKind, DeliverySettings};
 
 /// What the CRM receives. This is the one place a lead's contact data leaves the
 /// service, and it goes to the destination the lead was meant for, never to telemetry.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct LeadDelivery<'a> {
     pub lead_id: String,
     pub source: &'a str,
@@ -27,6 +27,15 @@ pub struct LeadDelivery<'a> {
     pub utm_campaign: Option<&'a str>,
     pub submitted_at: String,
 }
+
+crate::debug_without_personal_data!(LeadDelivery<'a> {
+    lead_id,
+    source,
+    page,
+    form_id,
+    consent,
+    submitted_at
+});
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryOutcome {

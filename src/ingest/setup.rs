@@ -50,7 +50,7 @@ impl Ingest {
             keyless: RateLimiter::with_capacity(settings.keyless.max_addresses),
             keyless_limit: settings.keyless.limit(),
             delivery: Delivery::new(&settings.delivery)?,
-            hasher: SubmitterHasher::new(&settings.ingest.submitter_secret),
+            hasher: SubmitterHasher::new(settings.ingest.submitter_secret.expose()),
             unknown_fields: settings.ingest.unknown_fields,
             batch_max_leads: settings.http.batch_max_leads,
             stated_history: chrono::Duration::days(i64::from(settings.schema.submissions_ttl_days)),

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::scenario::{Incident, IncidentKind, Scenario, SourcePlan};
 
 /// One lead as a person submits it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Lead {
     pub name: String,
     pub email: String,
@@ -19,6 +19,12 @@ pub struct Lead {
     pub consent: Option<bool>,
     pub utm_source: Option<String>,
 }
+
+crate::debug_without_personal_data!(Lead {
+    page,
+    consent,
+    utm_source
+});
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {

@@ -16,7 +16,7 @@ pub fn server_client(settings: &ClickHouseSettings) -> clickhouse::Client {
     clickhouse::Client::default()
         .with_url(&settings.url)
         .with_user(&settings.user)
-        .with_password(&settings.password)
+        .with_password(settings.password.expose())
 }
 
 /// Checks that a database name is a plain identifier, since it is spliced into DDL

@@ -13,9 +13,8 @@ use serde_json::{Value, json};
 use crate::app::TestApp;
 use crate::fake_ollama::{FakeOllama, FakeOptions, Reply};
 use crate::simulate::{SCENARIOS, backfill, lab, landed, week_start};
+use crate::support::analysis::{ADMIN_TOKEN, analysis_app, finished, plain_report, start_analysis};
 use crate::support::{TestDatabase, eventually, free_port};
-
-const ADMIN_TOKEN: &str = "test-admin-token";
 
 async fn findings_on(app: &TestApp, day: chrono::NaiveDate) -> Vec<Finding> {
     let query = FactsQuery {
@@ -99,61 +98,6 @@ async fn a_quiet_week_raises_no_high_severity_finding() {
     }
 }
 
-/// A report with no number or name in it: always grounded.
-fn plain_report(day: &str) -> Value {
-    json!({
-        "executive_summary": "Leads arrived through the configured sources.",
-        "user_behavior": "People submitted leads during the day.",
-        "system_behavior": "The service answered every attempt.",
-        "misconfiguration_signals": [],
-        "confidence": {"level": "high", "reasons": ["complete day"]},
-        "scope": {"day": day, "time_zone": "UTC", "sources_covered": [], "data_completeness": "complete", "not_analysed": []}
-    })
-}
-
-/// A service whose analysis records live in a database of its own, so no other test's
-/// runs are joined, listed or resumed.
-async fn analyzer_app(ollama: &FakeOllama, db: &TestDatabase) -> TestApp {
-    let settings = ollama.settings();
-    TestApp::spawn_with(|s| {
-        s.clickhouse.database = db.name.clone();
-        s.admin_token = ADMIN_TOKEN.into();
-        s.llm = settings;
-        s.analyzer.retry_backoff_ms = 50;
-        s.analyzer.schedule_enabled = false;
-    })
-    .await
-}
-
-async fn start(app: &TestApp, day: &str) -> reqwest::Response {
-    app.http
-        .post(app.url("/v1/analyses"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({ "day": day }))
-        .send()
-        .await
-        .unwrap()
-}
-
-/// Polls a run until it ends; returns the run with its summary.
-async fn finished(app: &TestApp, run_id: &str) -> Value {
-    let path = format!("/v1/analyses/{run_id}");
-    eventually("the analysis to finish", Duration::from_secs(60), || {
-        let path = path.clone();
-        async move {
-            let view = app.get_json(&path, Some(ADMIN_TOKEN)).await;
-            let status = view["run"]["status"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            ["succeeded", "degraded", "failed"]
-                .contains(&status.as_str())
-                .then_some(view)
-        }
-    })
-    .await
-}
-
 fn a_day() -> String {
     (chrono::Utc::now().date_naive() - chrono::Duration::days(2)).to_string()
 }
@@ -163,8 +107,8 @@ async fn a_good_answer_is_stored_as_the_models_report() {
     let day = a_day();
     let ollama = FakeOllama::start(vec![Reply::GoodJson(plain_report(&day))]).await;
     let db = TestDatabase::migrated().await;
-    let mut app = analyzer_app(&ollama, &db).await;
-    let accepted: Value = start(&app, &day).await.json().await.unwrap();
+    let mut app = analysis_app(&db, Some(&ollama), |_| {}).await;
+    let accepted: Value = start_analysis(&app, &day).await.json().await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let rid: uuid::Uuid = accepted["run_id"].as_str().unwrap().parse().unwrap();
     let got = lead_lab::analyze::records::Records::new(db.bound_client())
@@ -191,8 +135,8 @@ async fn a_wrong_number_is_stored_as_a_violation_with_lower_confidence() {
     report["executive_summary"] = json!("There were 987654 attempts.");
     let ollama = FakeOllama::start(vec![Reply::GoodJson(report)]).await;
     let db = TestDatabase::migrated().await;
-    let mut app = analyzer_app(&ollama, &db).await;
-    let accepted: Value = start(&app, &day).await.json().await.unwrap();
+    let mut app = analysis_app(&db, Some(&ollama), |_| {}).await;
+    let accepted: Value = start_analysis(&app, &day).await.json().await.unwrap();
     let view = finished(&app, accepted["run_id"].as_str().unwrap()).await;
     let violations = view["summary"]["grounding_violations"].as_array().unwrap();
     assert!(
@@ -214,8 +158,8 @@ async fn a_missing_model_ends_degraded_with_a_rules_report_after_retries() {
     };
     let ollama = FakeOllama::start_with(options, vec![]).await;
     let db = TestDatabase::migrated().await;
-    let mut app = analyzer_app(&ollama, &db).await;
-    let accepted: Value = start(&app, &day).await.json().await.unwrap();
+    let mut app = analysis_app(&db, Some(&ollama), |_| {}).await;
+    let accepted: Value = start_analysis(&app, &day).await.json().await.unwrap();
     let view = finished(&app, accepted["run_id"].as_str().unwrap()).await;
     assert_eq!(view["run"]["status"], "degraded", "{view}");
     assert_eq!(view["run"]["attempts"], 3, "retried with backoff");
@@ -239,7 +183,7 @@ async fn starting_answers_at_once_and_a_second_request_joins_the_running_run() {
     })
     .await;
     let began = Instant::now();
-    let first = start(&app, &day).await;
+    let first = start_analysis(&app, &day).await;
     assert!(
         began.elapsed() < Duration::from_secs(1),
         "202 within a second: {:?}",
@@ -247,7 +191,7 @@ async fn starting_answers_at_once_and_a_second_request_joins_the_running_run() {
     );
     assert_eq!(first.status().as_u16(), 202);
     let first: Value = first.json().await.unwrap();
-    let second: Value = start(&app, &day).await.json().await.unwrap();
+    let second: Value = start_analysis(&app, &day).await.json().await.unwrap();
     assert_eq!(second["run_id"], first["run_id"]);
     assert_eq!(second["joined"], true);
     let runs = app
@@ -265,7 +209,7 @@ async fn starting_answers_at_once_and_a_second_request_joins_the_running_run() {
 async fn the_analysis_api_needs_the_admin_token() {
     let ollama = FakeOllama::start(vec![]).await;
     let db = TestDatabase::migrated().await;
-    let mut app = analyzer_app(&ollama, &db).await;
+    let mut app = analysis_app(&db, Some(&ollama), |_| {}).await;
     for token in [None, Some("wrong")] {
         let mut request = app
             .http
@@ -295,7 +239,7 @@ async fn a_run_left_running_by_a_dead_process_is_resumed_at_start() {
     orphan.attempts = 1;
     orphan.updated_at = chrono::Utc::now() - chrono::Duration::hours(1);
     records.save_run(&orphan).await.unwrap();
-    let mut app = analyzer_app(&ollama, &db).await;
+    let mut app = analysis_app(&db, Some(&ollama), |_| {}).await;
     let view = finished(&app, &run_id.to_string()).await;
     assert_eq!(view["run"]["status"], "succeeded", "{view}");
     app.stop().await;
@@ -317,7 +261,10 @@ async fn the_cli_prints_the_report_as_text_and_as_json() {
             .env_remove("LEADLAB_CONFIG")
             .env("LEADLAB_CLICKHOUSE_URL", &stack.clickhouse.url)
             .env("LEADLAB_CLICKHOUSE_USER", &stack.clickhouse.user)
-            .env("LEADLAB_CLICKHOUSE_PASSWORD", &stack.clickhouse.password)
+            .env(
+                "LEADLAB_CLICKHOUSE_PASSWORD",
+                stack.clickhouse.password.expose(),
+            )
             .env("LEADLAB_OTEL_ENDPOINT", &stack.otlp_grpc)
             .env(
                 "LEADLAB_OTEL_SERVICE_NAME",

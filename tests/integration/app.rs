@@ -103,7 +103,7 @@ pub fn test_settings(stack: &Stack, keys: &Keys) -> Settings {
     settings.otel.service_name = unique_name("lead-lab-test");
     settings.otel.scheduled_delay_ms = 100;
     settings.otel.metrics_interval_ms = 500;
-    settings.ingest.submitter_secret = unique_name("secret");
+    settings.ingest.submitter_secret = unique_name("secret").into();
     settings.rate_limit = RateLimitSettings {
         burst: 1_000,
         per_second: 1_000.0,

@@ -91,7 +91,7 @@ async fn create_insert_select_round_trips_with_compression_and_validation() {
 async fn wrong_credentials_are_refused_with_code_516() {
     let stack = Stack::require().await;
     let mut settings = stack.clickhouse.clone();
-    settings.password = format!("{}-wrong", settings.password);
+    settings.password = format!("{}-wrong", settings.password.expose()).into();
     let client = lead_lab::store::client(&settings);
     let err = client
         .query("SELECT 1")

@@ -10,14 +10,12 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use lead_lab::analyze::records::{Records, SummaryRow};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::app::TestApp;
 use crate::fake_ollama::{FakeOllama, Reply};
 use crate::simulate::{SCENARIOS, backfill, lab, landed, week_start};
+use crate::support::analysis::{ADMIN_TOKEN, analysis_app, plain_report};
 use crate::support::{TestDatabase, free_port};
-
-const TOKEN: &str = "console-admin-token";
 
 pub fn chromium() -> PathBuf {
     for candidate in ["chromium", "chromium-browser"] {
@@ -233,20 +231,6 @@ fn summary_row(day: NaiveDate, text: &str) -> SummaryRow {
     }
 }
 
-async fn analysis_app(db: &TestDatabase, ollama: Option<&FakeOllama>) -> TestApp {
-    let ollama = ollama.map(FakeOllama::settings);
-    TestApp::spawn_with(|s| {
-        s.clickhouse.database = db.name.clone();
-        s.admin_token = TOKEN.into();
-        s.analyzer.schedule_enabled = false;
-        s.analyzer.retry_backoff_ms = 50;
-        if let Some(ollama) = ollama {
-            s.llm = ollama;
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn markup_in_a_report_is_shown_as_text() {
     chromium();
@@ -257,8 +241,8 @@ async fn markup_in_a_report_is_shown_as_text() {
         .save_summary(&summary_row(day, attack))
         .await
         .unwrap();
-    let mut app = analysis_app(&db, None).await;
-    let url = app.url(&format!("/?day={day}&refresh=0#token={TOKEN}"));
+    let mut app = analysis_app(&db, None, |_| {}).await;
+    let url = app.url(&format!("/?day={day}&refresh=0#token={ADMIN_TOKEN}"));
     let page = dom(&url, 1440, 900, 10_000).await;
     assert!(
         page.contains("&lt;img src=x onerror=document.title='pwned'&gt;"),
@@ -269,20 +253,9 @@ async fn markup_in_a_report_is_shown_as_text() {
     assert!(!page.contains("<img"), "no element was made from the data");
     assert!(!page.contains("pwned</title>"), "the title is untouched");
     assert!(page.contains("<title>lead-lab console</title>"));
-    assert!(!page.contains(&format!("#token={TOKEN}")));
+    assert!(!page.contains(&format!("#token={ADMIN_TOKEN}")));
     screenshot(&url, 1440, 2400, "console-report.png").await;
     app.stop().await;
-}
-
-fn plain_report(day: &str) -> Value {
-    json!({
-        "executive_summary": "Leads arrived through the configured sources.",
-        "user_behavior": "People submitted leads during the day.",
-        "system_behavior": "The service answered every attempt.",
-        "misconfiguration_signals": [],
-        "confidence": {"level": "high", "reasons": ["complete day"]},
-        "scope": {"day": day, "time_zone": "UTC", "sources_covered": [], "data_completeness": "complete", "not_analysed": []}
-    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -291,10 +264,12 @@ async fn the_analyze_flow_runs_from_the_page_and_it_fits_a_phone() {
     let day = chrono::Utc::now().date_naive() - chrono::Duration::days(2);
     let ollama = FakeOllama::start(vec![Reply::GoodJson(plain_report(&day.to_string()))]).await;
     let db = TestDatabase::migrated().await;
-    let mut app = analysis_app(&db, Some(&ollama)).await;
+    let mut app = analysis_app(&db, Some(&ollama), |_| {}).await;
     // Ten virtual minutes: each poll waits one virtual second, so this allows hundreds
     // of polls while the real analysis runs.
-    let url = app.url(&format!("/?day={day}&analyze=1&refresh=0#token={TOKEN}"));
+    let url = app.url(&format!(
+        "/?day={day}&analyze=1&refresh=0#token={ADMIN_TOKEN}"
+    ));
     let page = dom(&url, 1440, 900, 600_000).await;
     assert!(
         page.contains("data-status=\"succeeded\""),
@@ -305,12 +280,12 @@ async fn the_analyze_flow_runs_from_the_page_and_it_fits_a_phone() {
     assert!(page.contains("complete day"), "confidence reasons");
     assert!(page.contains("v1 · model · "), "the version list");
     let runs = app
-        .get_json(&format!("/v1/analyses?day={day}"), Some(TOKEN))
+        .get_json(&format!("/v1/analyses?day={day}"), Some(ADMIN_TOKEN))
         .await;
     assert_eq!(runs.as_array().map(Vec::len), Some(1), "one run: {runs}");
     assert_eq!(runs[0]["trigger"], "manual");
 
-    let phone = app.url(&format!("/?day={day}&refresh=0#token={TOKEN}"));
+    let phone = app.url(&format!("/?day={day}&refresh=0#token={ADMIN_TOKEN}"));
     screenshot(&phone, 375, 800, "console-375.png").await;
     let small = dom(&phone, 375, 800, 10_000).await;
     assert!(small.contains("data-stats=\"loaded\""), "{small}");

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use crate::fake_ollama::{FakeOllama, Reply};
 use crate::simulate::{SCENARIOS, backfill, lab, landed};
-use crate::support::{Stack, eventually, free_port, logged};
+use crate::support::{Stack, eventually, free_port, logged, root};
 
 const DATASOURCE_TYPE: &str = "grafana-clickhouse-datasource";
 const EXPECTED_DASHBOARDS: [&str; 5] = [
@@ -40,10 +40,6 @@ const EXPECTED_DASHBOARDS: [&str; 5] = [
 const WEEK_INTERVAL_SECONDS: i64 = 600;
 /// The same for the few minutes of the live range (Grafana's ~100 ms, at least a second).
 const LIVE_INTERVAL_SECONDS: i64 = 1;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Every `*.json` in grafana/dashboards, parsed (a parse error fails here).
 fn dashboards() -> Vec<(String, Value)> {

@@ -60,7 +60,10 @@ async fn every_shipped_scenario_meets_the_detector_targets() {
         .env("LEADLAB_CONFIG", root().join("config/local.toml"))
         .env("LEADLAB_CLICKHOUSE_URL", &stack.clickhouse.url)
         .env("LEADLAB_CLICKHOUSE_USER", &stack.clickhouse.user)
-        .env("LEADLAB_CLICKHOUSE_PASSWORD", &stack.clickhouse.password)
+        .env(
+            "LEADLAB_CLICKHOUSE_PASSWORD",
+            stack.clickhouse.password.expose(),
+        )
         .env("LEADLAB_CLICKHOUSE_DATABASE", &stack.clickhouse.database)
         .env("LEADLAB_OTEL_ENDPOINT", &stack.otlp_grpc)
         .env("LEADLAB_OTEL_SERVICE_NAME", unique_name("eval"))

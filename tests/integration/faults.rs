@@ -69,7 +69,7 @@ impl OwnClickHouse {
         ClickHouseSettings {
             url: self.url(),
             user: "default".into(),
-            password: String::new(),
+            password: Default::default(),
             database: "otel".into(),
         }
     }
@@ -322,7 +322,10 @@ impl Service {
             .env("LEADLAB_HTTP_SHUTDOWN_GRACE_SECS", "15")
             .env("LEADLAB_CLICKHOUSE_URL", &stack.clickhouse.url)
             .env("LEADLAB_CLICKHOUSE_USER", &stack.clickhouse.user)
-            .env("LEADLAB_CLICKHOUSE_PASSWORD", &stack.clickhouse.password)
+            .env(
+                "LEADLAB_CLICKHOUSE_PASSWORD",
+                stack.clickhouse.password.expose(),
+            )
             .env("LEADLAB_CLICKHOUSE_DATABASE", &stack.clickhouse.database)
             .env("LEADLAB_OTEL_ENDPOINT", &stack.otlp_grpc)
             .env("LEADLAB_OTEL_PROTOCOL", "grpc")

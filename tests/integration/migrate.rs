@@ -40,7 +40,10 @@ fn lead_lab_migrate(db: &TestDatabase, extra: &[&str]) -> Output {
         .args(extra)
         .env("LEADLAB_CLICKHOUSE_URL", &db.stack.clickhouse.url)
         .env("LEADLAB_CLICKHOUSE_USER", &db.stack.clickhouse.user)
-        .env("LEADLAB_CLICKHOUSE_PASSWORD", &db.stack.clickhouse.password)
+        .env(
+            "LEADLAB_CLICKHOUSE_PASSWORD",
+            db.stack.clickhouse.password.expose(),
+        )
         .env("LEADLAB_CLICKHOUSE_DATABASE", &db.name)
         .env_remove("LEADLAB_CONFIG")
         .output()

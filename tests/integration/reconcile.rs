@@ -79,7 +79,7 @@ async fn spans_lost_on_the_way_are_counted_in_the_facts_the_report_and_the_conso
         .env("LEADLAB_CLICKHOUSE_USER", &app.stack.clickhouse.user)
         .env(
             "LEADLAB_CLICKHOUSE_PASSWORD",
-            &app.stack.clickhouse.password,
+            app.stack.clickhouse.password.expose(),
         )
         .env(
             "LEADLAB_CLICKHOUSE_DATABASE",

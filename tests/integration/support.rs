@@ -1,6 +1,8 @@
 //! What every integration test needs: the stack's addresses, a fresh database per test,
 //! and polling for data that arrives asynchronously through the collector.
 
+pub mod analysis;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -42,7 +44,7 @@ impl Stack {
             clickhouse: ClickHouseSettings {
                 url: ch,
                 user: var("LEADLAB_CH_USER", "default"),
-                password: var("LEADLAB_CH_PASSWORD", ""),
+                password: var("LEADLAB_CH_PASSWORD", "").into(),
                 database: var("LEADLAB_CLICKHOUSE_DATABASE", "otel"),
             },
             otlp_grpc: format!(
@@ -207,7 +209,10 @@ pub fn rotel_command(clickhouse: &ClickHouseSettings, grpc: u16, http: u16, dir:
         .args(["--clickhouse-exporter-table-prefix", "otel"])
         .args(["--clickhouse-exporter-user", &clickhouse.user])
         .args(["--pid-file", &dir.join("rotel.pid").to_string_lossy()])
-        .env("ROTEL_CLICKHOUSE_EXPORTER_PASSWORD", &clickhouse.password)
+        .env(
+            "ROTEL_CLICKHOUSE_EXPORTER_PASSWORD",
+            clickhouse.password.expose(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command

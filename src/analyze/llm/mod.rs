@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use crate::config::{LlmProvider, LlmSettings};
+use crate::config::{LlmProvider, LlmSettings, Secret};
 
 mod ollama;
 mod openai;
@@ -207,7 +207,7 @@ pub struct LlmClient {
     base: String,
     provider: LlmProvider,
     model: String,
-    api_key: String,
+    api_key: Secret,
     keep_alive: String,
     seed: i64,
     timeout_ms: u64,
@@ -379,7 +379,7 @@ impl LlmClient {
         if self.api_key.is_empty() {
             request
         } else {
-            request.bearer_auth(&self.api_key)
+            request.bearer_auth(self.api_key.expose())
         }
     }
 
