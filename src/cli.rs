@@ -30,7 +30,8 @@ Exit codes:
   4  ClickHouse unreachable or refused the credentials
   5  a schema migration failed or an applied migration was changed
   6  the service cannot listen on its address (port taken?)
-  7  an analysis failed (no report: the facts could not be read)";
+  7  an analysis failed (no report: the facts could not be read)
+  8  lead-lab eval --check: a scenario missed a detector target";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -120,6 +121,18 @@ pub enum Command {
         #[arg(long, env = "LEADLAB_EVAL_JSON")]
         json: bool,
     },
+    /// Score the detectors on labelled scenarios: recall, precision, fragments, windows.
+    ///
+    /// Backfills each scenario (its `[eval]` days, ending yesterday) through a service
+    /// started here, the collector and ClickHouse; copies its rows into a scratch
+    /// database (created and migrated, dropped after unless --keep); computes facts and
+    /// findings (no model) for every analysed day, and matches them to the injected
+    /// incidents. Prints per scenario recall, precision (findings no incident explains),
+    /// findings per incident and window error. Uses the configured sources and keys
+    /// (the shipped scenarios use config/local.toml's). The service's own warnings (one
+    /// per failed attempt) go to stderr: LEADLAB_LOG_LEVEL=error quiets them.
+    /// docs/analyzer.md#evaluation.
+    Eval(EvalArgs),
     /// Print the SHA-256 of an API key, the form `[[sources.keys]] sha256` takes.
     HashKey {
         /// The key to hash (read from the environment to keep it out of shell history).
@@ -185,6 +198,36 @@ pub struct SimulateArgs {
     quiet: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// Scenario files (TOML; docs/simulator.md), scored one after the other.
+    #[arg(
+        long,
+        env = "LEADLAB_EVAL_SCENARIOS",
+        value_delimiter = ',',
+        num_args = 1..,
+        required = true,
+        value_name = "FILE"
+    )]
+    scenario: Vec<PathBuf>,
+    /// Seed of the simulator's random stream.
+    #[arg(long, env = "LEADLAB_EVAL_SEED", default_value_t = 1)]
+    seed: u64,
+    /// Print the figures as JSON instead of a table.
+    #[arg(long, env = "LEADLAB_EVAL_SCORE_JSON")]
+    json: bool,
+    /// Exit with 8 when a target is missed: recall 100 %, at most one finding per
+    /// incident, window error within 15 minutes, no High finding no incident explains.
+    #[arg(long, env = "LEADLAB_EVAL_CHECK")]
+    check: bool,
+    /// Keep the scratch databases (their names are printed).
+    #[arg(long, env = "LEADLAB_EVAL_KEEP")]
+    keep: bool,
+    /// No progress output.
+    #[arg(long, env = "LEADLAB_EVAL_QUIET")]
+    quiet: bool,
+}
+
 fn parse_days(text: &str) -> Result<u32, String> {
     let days = text.strip_suffix('d').unwrap_or(text);
     days.parse::<u32>()
@@ -247,6 +290,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::EvalNarration { from, to, json } => {
             runtime()?.block_on(eval_narration(&settings, from, to.unwrap_or(from), json))
         }
+        Command::Eval(args) => runtime()?.block_on(eval(&settings, args)),
         Command::HashKey { key } => {
             println!("{}", crate::ingest::hash_key(&key));
             Ok(())
@@ -360,6 +404,30 @@ async fn eval_narration(
     Ok(())
 }
 
+async fn eval(settings: &Settings, args: EvalArgs) -> anyhow::Result<()> {
+    let options = crate::evaluate::EvalOptions {
+        scenarios: args.scenario,
+        seed: args.seed,
+        keep: args.keep,
+        show_progress: !args.quiet,
+    };
+    let results = crate::evaluate::evaluate(settings, &options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", crate::evaluate::render::table(&results));
+    }
+    let missed: usize = results.iter().map(|r| r.score.misses().len()).sum();
+    if args.check && missed > 0 {
+        return Err(TargetsMissed(missed).into());
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0} detector target(s) missed")]
+struct TargetsMissed(usize);
+
 async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()> {
     let mode = simulate_mode(&args)?;
     let options = SimulateOptions {
@@ -458,6 +526,9 @@ fn exit_code_for(err: &anyhow::Error) -> u8 {
     }
     if err.downcast_ref::<AnalysisFailed>().is_some() {
         return 7;
+    }
+    if err.downcast_ref::<TargetsMissed>().is_some() {
+        return 8;
     }
     match err.downcast_ref::<MigrateError>() {
         Some(MigrateError::Bookkeeping(_)) => 4,

@@ -6,6 +6,7 @@ pub mod analyze;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod evaluate;
 pub mod http;
 pub mod ingest;
 pub mod simulate;

@@ -76,6 +76,22 @@ impl Window<'_> {
     pub fn contains(&self, at: DateTime<Utc>) -> bool {
         self.start <= at && at < self.end
     }
+
+    /// How far into the window `at` is, 0 at its start to 1 at its end.
+    fn progress(&self, at: DateTime<Utc>) -> f64 {
+        let length = (self.end - self.start).num_milliseconds().max(1) as f64;
+        ((at - self.start).num_milliseconds() as f64 / length).clamp(0.0, 1.0)
+    }
+
+    /// broken_field: the share of matching leads broken at `at` (ramping or not).
+    fn broken_share(&self, at: DateTime<Utc>) -> f64 {
+        let share = self.incident.share.unwrap_or(1.0);
+        if self.incident.ramp {
+            share * self.progress(at)
+        } else {
+            share
+        }
+    }
 }
 
 /// The scenario's incidents that fall inside `span`, with their windows.
@@ -87,11 +103,17 @@ pub fn windows<'a>(scenario: &'a Scenario, span: Span) -> Vec<Window<'a>> {
         .filter(|i| i.day < span.days)
         .map(|incident| {
             let day = span.first_day + Duration::days(i64::from(incident.day));
+            // A window whose end is not after its start ends on the next day.
+            let end_day = if incident.to > incident.from {
+                day
+            } else {
+                day + Duration::days(1)
+            };
             Window {
                 incident,
                 day,
                 start: local(tz, day, incident.from),
-                end: local(tz, day, incident.to),
+                end: local(tz, end_day, incident.to),
             }
         })
         .collect()
@@ -138,8 +160,9 @@ pub fn plan(scenario: &Scenario, span: Span, seed: u64) -> Vec<Planned> {
     let mut planned = Vec::new();
     for offset in 0..span.days {
         let day = span.first_day + Duration::days(i64::from(offset));
+        let factor = scenario.day_factor(offset);
         for source in &scenario.sources {
-            planner.plan_day(source, day, &mut planned);
+            planner.plan_day(source, day, factor, &mut planned);
         }
     }
     planned.sort_by_key(|p| p.at);
@@ -147,9 +170,15 @@ pub fn plan(scenario: &Scenario, span: Span, seed: u64) -> Vec<Planned> {
 }
 
 impl<'a> Planner<'a> {
-    fn plan_day(&mut self, source: &SourcePlan, day: NaiveDate, out: &mut Vec<Planned>) {
+    fn plan_day(
+        &mut self,
+        source: &SourcePlan,
+        day: NaiveDate,
+        factor: f64,
+        out: &mut Vec<Planned>,
+    ) {
         let weekday = day.weekday().num_days_from_monday() as usize;
-        let daily = source.leads_per_day * source.weekday_factor[weekday];
+        let daily = source.leads_per_day * source.weekday_factor[weekday] * factor;
         let curve_total: f64 = source.hourly_curve.iter().sum();
         let mut batch: Vec<(DateTime<Utc>, Lead)> = Vec::new();
         for hour in 0..24u32 {
@@ -198,7 +227,7 @@ impl<'a> Planner<'a> {
         let (form_id, page) = match endpoint {
             "forms" => {
                 let form = &source.forms[self.rng.random_range(0..source.forms.len())];
-                (Some(form.id.clone()), form.page.clone())
+                (Some(self.form_id(source, &form.id, at)), form.page.clone())
             }
             _ => (None, self.pick_page(source, at)),
         };
@@ -208,7 +237,7 @@ impl<'a> Planner<'a> {
         if typo {
             lead.email = lead.email.replace('@', ".");
         }
-        let broken = self.break_fields(source, at, &mut lead);
+        let broken = self.break_fields(source, endpoint, at, &mut lead);
         if endpoint == "batch" {
             batch.push((at, lead));
             return;
@@ -305,13 +334,40 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// renamed_form: the id the site posts the form to right now.
+    fn form_id(&self, source: &SourcePlan, id: &str, at: DateTime<Utc>) -> String {
+        match self.active(IncidentKind::RenamedForm, &source.name, at) {
+            Some(window) => window
+                .incident
+                .form
+                .clone()
+                .unwrap_or_else(|| format!("{id}-v2")),
+            None => id.to_owned(),
+        }
+    }
+
     /// Applies broken_field and new_page breakage; says whether the lead is broken for
     /// good (a retry would fail the same way, so people give up).
-    fn break_fields(&mut self, source: &SourcePlan, at: DateTime<Utc>, lead: &mut Lead) -> bool {
-        if let Some(window) = self.active(IncidentKind::BrokenField, &source.name, at)
-            && window.incident.page.as_deref() == Some(lead.page.as_str())
+    fn break_fields(
+        &mut self,
+        source: &SourcePlan,
+        endpoint: &str,
+        at: DateTime<Utc>,
+        lead: &mut Lead,
+    ) -> bool {
+        let broken_field = self
+            .active(IncidentKind::BrokenField, &source.name, at)
+            .filter(|w| {
+                let i = w.incident;
+                i.page.as_deref().is_none_or(|p| p == lead.page)
+                    && i.endpoint.as_deref().is_none_or(|e| e == endpoint)
+            })
+            .map(|w| (w.incident.field.clone(), w.broken_share(at)));
+        // Drawn only for partial shares, so whole-share scenarios keep their stream.
+        if let Some((field, share)) = broken_field
+            && (share >= 1.0 || self.rng.random_bool(share.clamp(0.0, 1.0)))
         {
-            match window.incident.field.as_deref() {
+            match field.as_deref() {
                 Some("consent") => lead.consent = None,
                 Some("phone") => lead.phone = Some("call-me".into()),
                 _ => lead.email = "not-an-address".into(),
@@ -475,4 +531,128 @@ fn form_encode(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn shipped(name: &str) -> Scenario {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("scenarios")
+            .join(name);
+        Scenario::load(&path).expect("a shipped scenario loads")
+    }
+
+    fn span(days: u32) -> Span {
+        Span {
+            first_day: "2026-11-02".parse().unwrap(),
+            days,
+        }
+    }
+
+    #[test]
+    fn every_shipped_scenario_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            loaded += 1;
+        }
+        assert!(loaded >= 8, "{loaded} scenarios");
+    }
+
+    #[test]
+    fn a_window_ending_before_it_starts_ends_on_the_next_local_day() {
+        let scenario = shipped("berlin-midnight-outage.toml");
+        let windows = windows(&scenario, span(4));
+        let w = &windows[0];
+        // 23:00 and 01:30 in Berlin (UTC+1 in November).
+        assert_eq!(w.start.to_rfc3339(), "2026-11-04T22:00:00+00:00");
+        assert_eq!(w.end.to_rfc3339(), "2026-11-05T00:30:00+00:00");
+    }
+
+    #[test]
+    fn a_ramp_breaks_more_leads_as_its_window_goes_on() {
+        let scenario = shipped("gradual-field-ramp.toml");
+        let planned = plan(&scenario, span(4), 1);
+        let window = &windows(&scenario, span(4))[0];
+        let broken_share = |from: f64, to: f64| {
+            let on_page: Vec<&Lead> = planned
+                .iter()
+                .filter(|p| window.contains(p.at) && (from..to).contains(&window.progress(p.at)))
+                .filter_map(|p| match &p.request {
+                    Request::Json(lead) if lead.page == "/contact" => Some(lead),
+                    _ => None,
+                })
+                .collect();
+            let broken = on_page
+                .iter()
+                .filter(|l| l.phone.as_deref() == Some("call-me"))
+                .count();
+            broken as f64 / on_page.len().max(1) as f64
+        };
+        let early = broken_share(0.0, 0.25);
+        let late = broken_share(0.75, 1.0);
+        assert!(
+            early < 0.25 && early < late / 2.0,
+            "early {early}, late {late}"
+        );
+        assert!(late > 0.4, "late {late}");
+        assert!(window.broken_share(window.start) == 0.0);
+        assert!((window.broken_share(window.end) - 0.6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn an_endpoint_incident_breaks_only_that_endpoint() {
+        let scenario = shipped("form-rejections.toml");
+        let planned = plan(&scenario, span(4), 1);
+        let window = &windows(&scenario, span(4))[0];
+        let inside = planned
+            .iter()
+            .filter(|p| p.source == "funnel_page" && window.contains(p.at));
+        let (mut forms, mut json) = (0, 0);
+        for p in inside {
+            match &p.request {
+                Request::Form { lead, .. } => {
+                    assert_eq!(lead.consent, None, "every form post lacks consent");
+                    forms += 1;
+                }
+                Request::Json(lead) => {
+                    assert_eq!(lead.consent, Some(true), "JSON leads are untouched");
+                    json += 1;
+                }
+                Request::Batch(_) => {}
+            }
+        }
+        assert!(forms > 50 && json > 30, "forms {forms}, json {json}");
+    }
+
+    #[test]
+    fn day_factors_scale_each_days_volume_and_renamed_forms_post_elsewhere() {
+        let scenario = shipped("busy-renamed-form.toml");
+        let planned = plan(&scenario, span(4), 1);
+        let per_day = |offset: i64| {
+            let day = span(4).first_day + Duration::days(offset);
+            planned.iter().filter(|p| p.at.date_naive() == day).count() as f64
+        };
+        let ratio = per_day(1) / per_day(0);
+        assert!((ratio - 1.1 / 0.9).abs() < 0.08, "day 1 / day 0 = {ratio}");
+        let window = &windows(&scenario, span(4))[0];
+        let ids: std::collections::BTreeSet<&str> = planned
+            .iter()
+            .filter(|p| window.contains(p.at))
+            .filter_map(|p| match &p.request {
+                Request::Form { form_id, .. } => Some(form_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            ids.into_iter().collect::<Vec<_>>(),
+            ["demo-request-v2", "pricing-contact-v2"]
+        );
+    }
 }

@@ -39,6 +39,32 @@ pub struct Scenario {
     pub sources: Vec<SourcePlan>,
     #[serde(default)]
     pub incidents: Vec<Incident>,
+    /// Volume factor per day of the run (day 0 first); days past the list keep 1.
+    #[serde(default)]
+    pub day_factor: Vec<f64>,
+    /// How `lead-lab eval` runs this scenario.
+    #[serde(default)]
+    pub eval: EvalPlan,
+}
+
+/// The run `lead-lab eval` backfills and which of its days it analyses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalPlan {
+    /// Days backfilled, ending yesterday.
+    pub days: u32,
+    /// Days before this one are only baseline; this day and later ones are analysed
+    /// (and so is every earlier day an incident touches).
+    pub first_analysed_day: u32,
+}
+
+impl Default for EvalPlan {
+    fn default() -> Self {
+        Self {
+            days: 7,
+            first_analysed_day: 3,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,6 +141,7 @@ pub struct Incident {
     /// Day of the run, 0 = its first day (for --live: today).
     pub day: u32,
     pub from: NaiveTime,
+    /// End of the window; at or before `from`, it is on the next day (crosses midnight).
     pub to: NaiveTime,
     /// The source affected (all kinds but crm_down/crm_slow).
     #[serde(default)]
@@ -125,6 +152,18 @@ pub struct Incident {
     /// broken_field / new_page: the page.
     #[serde(default)]
     pub page: Option<String>,
+    /// broken_field: only attempts on this endpoint (`leads`, `forms`, `batch`); with
+    /// no `page`, every page of the endpoint.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// broken_field: the share rises linearly from 0 at `from` to `share` at `to`
+    /// instead of starting at once (a gradual failure, no step).
+    #[serde(default)]
+    pub ramp: bool,
+    /// renamed_form: the form id the source posts to instead (one the service does not
+    /// know); default `<form>-v2` for each of its forms.
+    #[serde(default)]
+    pub form: Option<String>,
     /// broken_field: `consent`, `phone` or `email`.
     #[serde(default)]
     pub field: Option<String>,
@@ -133,7 +172,9 @@ pub struct Incident {
     pub burst_size: Option<u32>,
     #[serde(default)]
     pub bursts_per_hour: Option<u32>,
-    /// new_page: share of its leads that fail validation; duplicate_surge: share doubled.
+    /// new_page: share of its leads that fail validation; duplicate_surge: share doubled;
+    /// broken_field: share of the matching leads broken (default 1, with `ramp` the
+    /// share reached at `to`).
     #[serde(default)]
     pub share: Option<f64>,
 }
@@ -159,6 +200,8 @@ pub enum IncidentKind {
     NewPage,
     /// People submit twice far more often.
     DuplicateSurge,
+    /// The source's site posts its forms to a form id the service does not know.
+    RenamedForm,
 }
 
 impl IncidentKind {
@@ -173,6 +216,7 @@ impl IncidentKind {
             IncidentKind::SourceSilent => "silent_source",
             IncidentKind::NewPage => "new_page",
             IncidentKind::DuplicateSurge => "duplicate_surge",
+            IncidentKind::RenamedForm => "failure_concentration",
         }
     }
 
@@ -192,6 +236,9 @@ impl IncidentKind {
             IncidentKind::SourceSilent => "no attempts from the source",
             IncidentKind::NewPage => "a page never seen before, most of its attempts rejected",
             IncidentKind::DuplicateSurge => "many attempts rejected as duplicate (409)",
+            IncidentKind::RenamedForm => {
+                "the source's form posts are rejected as unknown_form (404)"
+            }
         }
     }
 }
@@ -230,11 +277,10 @@ impl Scenario {
                     source.name
                 ));
             }
-            let known = ["leads", "forms", "batch"];
             if let Some(bad) = source
                 .endpoints
                 .keys()
-                .find(|e| !known.contains(&e.as_str()))
+                .find(|e| !ENDPOINTS.contains(&e.as_str()))
             {
                 return fail(format!("{}: unknown endpoint `{bad}`", source.name));
             }
@@ -245,9 +291,20 @@ impl Scenario {
                 return fail(format!("{}: posts forms but lists none", source.name));
             }
         }
+        if self.day_factor.iter().any(|f| !f.is_finite() || *f < 0.0) {
+            return fail("day_factor values must be 0 or more".into());
+        }
+        if self.eval.first_analysed_day >= self.eval.days {
+            return fail("eval.first_analysed_day must be before eval.days".into());
+        }
         self.incidents
             .iter()
             .try_for_each(|i| self.check_incident(i))
+    }
+
+    /// The volume factor of day `offset` of the run.
+    pub fn day_factor(&self, offset: u32) -> f64 {
+        self.day_factor.get(offset as usize).copied().unwrap_or(1.0)
     }
 
     fn check_incident(&self, incident: &Incident) -> Result<(), ScenarioError> {
@@ -256,8 +313,8 @@ impl Scenario {
             .source
             .as_deref()
             .is_some_and(|s| self.source(s).is_some());
-        let problem = if incident.from >= incident.to {
-            Some("`from` must be before `to`")
+        let problem = if incident.from == incident.to {
+            Some("`from` and `to` must differ")
         } else if needs_source && !source_ok {
             Some("needs a `source` of this scenario")
         } else {
@@ -272,13 +329,28 @@ impl Scenario {
                     Some("needs `key_of`, another source of this scenario")
                 }
                 IncidentKind::BrokenField
-                    if incident.page.is_none()
+                    if incident.page.is_none() && incident.endpoint.is_none()
                         || !matches!(
                             incident.field.as_deref(),
                             Some("consent" | "phone" | "email")
                         ) =>
                 {
-                    Some("needs a `page` and a `field` (consent, phone or email)")
+                    Some("needs a `page` or an `endpoint`, and a `field` (consent, phone or email)")
+                }
+                IncidentKind::BrokenField
+                    if incident
+                        .endpoint
+                        .as_deref()
+                        .is_some_and(|e| !ENDPOINTS.contains(&e)) =>
+                {
+                    Some("`endpoint` must be leads, forms or batch")
+                }
+                IncidentKind::RenamedForm
+                    if self
+                        .source(incident.source.as_deref().unwrap_or_default())
+                        .is_some_and(|s| s.forms.is_empty()) =>
+                {
+                    Some("needs a `source` that posts forms")
                 }
                 IncidentKind::NewPage if incident.page.is_none() => Some("needs a `page`"),
                 _ => None,
@@ -293,6 +365,9 @@ impl Scenario {
         }
     }
 }
+
+/// The endpoints a source posts to.
+const ENDPOINTS: [&str; 3] = ["leads", "forms", "batch"];
 
 fn utc() -> String {
     "UTC".into()

@@ -13,6 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["store", "state"],
     &["ingest", "analyze", "simulate"],
     &["http"],
+    &["evaluate"],
     &["cli"],
 ];
 

@@ -13,6 +13,7 @@ mod collector_outage;
 mod compose;
 mod console;
 mod dashboards;
+mod evaluation;
 mod faults;
 mod house;
 mod ingest;

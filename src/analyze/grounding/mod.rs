@@ -15,6 +15,10 @@
 //! - names: tokens starting with `/` (paths), containing `_`, written as `key=value`,
 //!   or quoted as one word. They must appear, as written, among the strings and object
 //!   keys of the facts and findings. `scope.sources_covered` must hold known names only.
+//! - times: dates, timestamps, clock times and weekday names must lie in the analysed
+//!   day or its baseline (see `time`).
+
+mod time;
 
 use std::collections::HashSet;
 
@@ -29,6 +33,8 @@ use super::report::{ConfidenceLevel, MAX_REASONS, Report};
 pub enum ViolationKind {
     Number,
     Name,
+    /// A date, timestamp, clock time or weekday outside the day and its baseline.
+    Time,
 }
 
 /// One number or name of the report not found in the facts.
@@ -46,6 +52,7 @@ impl std::fmt::Display for Violation {
         let kind = match self.kind {
             ViolationKind::Number => "number",
             ViolationKind::Name => "name",
+            ViolationKind::Time => "time",
         };
         write!(f, "{kind} {:?} in {}", self.text, self.field)
     }
@@ -63,9 +70,16 @@ const CLOSING: &str = ")]}>\u{bb},;:.!?";
 pub fn check(report: &Report, facts: &Value, findings: &[Finding]) -> Vec<Violation> {
     let known = Known::collect(facts, findings);
     let exempt = day_numbers(&report.scope.day);
+    let calendar = time::Calendar::new(&report.scope.day, &report.scope.time_zone, facts);
     let mut violations = Vec::new();
     for (field, text) in narrative(report) {
         check_text(&field, text, &known, &exempt, &mut violations);
+        if let Some(calendar) = &calendar {
+            let words: Vec<&str> = text.split_whitespace().map(trim_word).collect();
+            for outside in calendar.outside(&words) {
+                push_once(&mut violations, ViolationKind::Time, outside, &field);
+            }
+        }
     }
     for (i, source) in report.scope.sources_covered.iter().enumerate() {
         if !known.names.contains(source.as_str()) {
@@ -102,6 +116,10 @@ pub fn adjust_confidence(report: &mut Report, violations: &[Violation]) {
         (
             ViolationKind::Name,
             "Some names in the text were not found in the day's facts.",
+        ),
+        (
+            ViolationKind::Time,
+            "Some dates or times in the text lie outside the analysed day and its baseline.",
         ),
     ] {
         if violations.iter().any(|v| v.kind == kind) {
@@ -515,6 +533,25 @@ mod tests {
             violations("client=partner-eu-2 and quiz's page /pricing."),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn times_outside_the_day_and_its_baseline_are_violations() {
+        // 2024-05-01 was a Wednesday; the baseline is the seven days before.
+        let found = check(
+            &report("On Wednesday from 14:05, as since 2024-04-24; not on Friday or 2024-05-02."),
+            &facts(),
+            &[finding()],
+        );
+        let times: Vec<&str> = found
+            .iter()
+            .filter(|v| v.kind == ViolationKind::Time)
+            .map(|v| v.text.as_str())
+            .collect();
+        assert_eq!(times, ["Friday", "2024-05-02"]);
+        let mut report = report("x");
+        adjust_confidence(&mut report, &found);
+        assert!(report.validate().is_ok());
     }
 
     #[test]
