@@ -1,5 +1,6 @@
 //! Read-only statistics of `lead_submissions` for the console: overview cards, day-wise
-//! counts, per-source and per-endpoint breakdowns and the most recent attempts.
+//! counts, per-source and per-endpoint breakdowns and the most recent attempts, and the
+//! log lines of one attempt's trace from `otel_logs`.
 //!
 //! Every query is scoped to this service (`otel.service_name`) and filtered on
 //! `event_time` (the table's sort key starts with the hour), so a request reads only the
@@ -23,6 +24,8 @@ const CACHE_TTL: Duration = Duration::from_secs(5);
 const MAX_DAYS: u32 = 90;
 /// Rows in the recent-submissions list.
 const RECENT_LIMIT: u32 = 50;
+/// Log lines of one trace at most.
+const TRACE_LOG_LIMIT: u32 = 50;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -134,6 +137,28 @@ pub struct Recent {
     pub days: u32,
     /// Newest first, at most 50.
     pub submissions: Vec<RecentSubmission>,
+}
+
+/// One log line of a trace: the event's message and its closed-set attributes only
+/// (other attributes are not read, so nothing personal can pass through).
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize, clickhouse::Row)]
+pub struct TraceLogLine {
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// TRACE, DEBUG, INFO, WARN or ERROR.
+    pub level: String,
+    /// The module that logged it, e.g. `lead_lab::ingest::record`.
+    pub target: String,
+    pub message: String,
+    pub outcome: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct TraceLogs {
+    pub trace_id: String,
+    /// Oldest first, at most 50.
+    pub lines: Vec<TraceLogLine>,
 }
 
 /// Is today's record complete? Live attempts this service counted (its
@@ -514,6 +539,31 @@ impl StatsApi {
 }
 
 impl StatsApi {
+    async fn read_trace_logs(
+        &self,
+        trace_id: String,
+        days: u32,
+    ) -> clickhouse::error::Result<TraceLogs> {
+        let lines = self
+            .client
+            .query(
+                "SELECT formatDateTime(Timestamp, '%Y-%m-%dT%H:%i:%S.%fZ', 'UTC') AS time, \
+                 toString(SeverityText) AS level, ScopeName AS target, Body AS message, \
+                 LogAttributes['outcome'] AS outcome, LogAttributes['reason'] AS reason \
+                 FROM otel_logs \
+                 WHERE ServiceName = ? AND TraceId = ? \
+                   AND Timestamp >= now64(9) - toIntervalDay(?) \
+                 ORDER BY Timestamp LIMIT ?",
+            )
+            .bind(&self.service)
+            .bind(&trace_id)
+            .bind(days)
+            .bind(TRACE_LOG_LIMIT)
+            .fetch_all()
+            .await?;
+        Ok(TraceLogs { trace_id, lines })
+    }
+
     async fn read_recording(
         &self,
         now: DateTime<Utc>,
@@ -599,6 +649,37 @@ impl StatsApi {
         let read = self.read_recent(Utc::now(), days);
         self.recent.answer(format!("recent:{days}"), read).await
     }
+
+    /// The log lines of one trace (an attempt's `trace_id`), oldest first, from
+    /// `otel_logs`: time, level, target, message, outcome and reason. Not cached.
+    #[oai(path = "/logs", method = "get")]
+    async fn logs(
+        &self,
+        /// The trace id: 32 hex digits.
+        trace_id: Query<String>,
+        /// How many days to look back, today included (default 14, at most 90).
+        days: Query<Option<u32>>,
+    ) -> StatsAnswer<TraceLogs> {
+        let days = match days_param(days.0, 14) {
+            Ok(days) => days,
+            Err(message) => return bad(message),
+        };
+        let Some(trace_id) = trace_id_param(&trace_id.0) else {
+            return bad("trace_id must be 32 hex digits".into());
+        };
+        match self.read_trace_logs(trace_id, days).await {
+            Ok(logs) => StatsAnswer::Ok(Json(logs)),
+            Err(err) => StatsAnswer::Unavailable(Json(StatsProblem {
+                message: format!("otel_logs unavailable: {err}"),
+            })),
+        }
+    }
+}
+
+/// A W3C trace id, lower-cased as the exporters write it; `None` unless 32 hex digits.
+fn trace_id_param(raw: &str) -> Option<String> {
+    (raw.len() == 32 && raw.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| raw.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -620,6 +701,18 @@ mod tests {
         assert_eq!(days_param(None, 14), Ok(14));
         assert!(days_param(Some(0), 14).is_err());
         assert!(days_param(Some(MAX_DAYS + 1), 14).is_err());
+    }
+
+    #[test]
+    fn trace_ids_are_32_hex_digits() {
+        let id = "4BF92F3577B34DA6A3CE929D0E0E4736";
+        assert_eq!(
+            trace_id_param(id).as_deref(),
+            Some(&*id.to_ascii_lowercase())
+        );
+        assert_eq!(trace_id_param("4bf92f35"), None);
+        assert_eq!(trace_id_param(&"g".repeat(32)), None);
+        assert_eq!(trace_id_param("' OR 1=1 --                     "), None);
     }
 
     #[test]

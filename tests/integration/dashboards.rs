@@ -1175,6 +1175,8 @@ async fn every_dashboard_query_runs_against_the_real_schema_and_returns_data() {
     let mut failures = Vec::new();
     let mut ran = 0;
     let mut links = 0;
+    // Rows of the logs panel: the service's warnings in otel_logs, with their traces.
+    let mut log_rows = 0;
 
     for (name, dashboard) in dashboards() {
         let qs = queries(&name, &dashboard);
@@ -1289,8 +1291,17 @@ async fn every_dashboard_query_runs_against_the_real_schema_and_returns_data() {
                         failures.push(format!("{ctx}: {}\n{sql}", problems.join("; ")));
                         continue;
                     }
-                    // The trace link: open the first row's trace id the way Explore would.
-                    if let (Some(link), Some(row)) = (&q.trace_link, answer.rows.first()) {
+                    if mentions_table(&q.sql, "otel_logs") {
+                        log_rows += answer.rows.len();
+                    }
+                    // The trace link: open the first traced row's trace id the way Explore
+                    // would (a log line outside any span has no trace to link to).
+                    let traced = answer.rows.iter().find(|row| {
+                        row.get("trace_id")
+                            .and_then(Value::as_str)
+                            .is_some_and(|id| !id.is_empty())
+                    });
+                    if let (Some(link), Some(row)) = (&q.trace_link, traced) {
                         let trace_id = row["trace_id"].as_str().unwrap();
                         let link_sql = link.replace("${__value.raw}", trace_id);
                         match run(&client, &link_sql).await {
@@ -1331,5 +1342,6 @@ async fn every_dashboard_query_runs_against_the_real_schema_and_returns_data() {
     );
     assert!(ran > 100, "ran only {ran} queries");
     assert!(links > 0, "no trace link was exercised");
+    assert!(log_rows > 0, "the logs panel found no warning in otel_logs");
     eprintln!("ran {ran} expanded dashboard queries and {links} trace links");
 }

@@ -237,3 +237,79 @@ async fn logs_written_to_a_file_carry_no_colour_codes() {
         "ANSI codes in a log file: {written:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_shows_a_failed_attempts_log_lines_from_the_stats_api() {
+    crate::console::chromium();
+    let crm = FakeCrm::start().await;
+    let mut app = TestApp::spawn_with(|s| crm.configure(s)).await;
+    let failing = with(lead("quiz", "/quiz/console"), "company", json!("crm-fail"));
+    let answer = app.post_lead(Some(&app.keys.quiz), &failing).await;
+    let failed = expect(answer, 502, "failed", Some("downstream_error")).await;
+    let trace_id = failed["trace_id"].as_str().unwrap();
+
+    let path = format!("/v1/stats/logs?trace_id={}", trace_id.to_uppercase());
+    let logs = eventually("the attempt's lines from /v1/stats/logs", ARRIVAL, || {
+        let (app, path) = (&app, path.clone());
+        async move {
+            let answer = app.get_json(&path, None).await;
+            answer["lines"]
+                .as_array()
+                .is_some_and(|lines| !lines.is_empty())
+                .then_some(answer)
+        }
+    })
+    .await;
+    assert_eq!(logs["trace_id"], trace_id);
+    let line = &logs["lines"][0];
+    assert_eq!(
+        (
+            &line["level"],
+            &line["message"],
+            &line["outcome"],
+            &line["reason"]
+        ),
+        (
+            &json!("WARN"),
+            &json!("lead attempt"),
+            &json!("failed"),
+            &json!("downstream_error")
+        ),
+        "{logs}"
+    );
+    let text = logs.to_string();
+    for key in ["name", "email", "phone", "page"] {
+        assert!(
+            !text.contains(failing[key].as_str().unwrap()),
+            "{key} in {text}"
+        );
+    }
+    let refused = app
+        .http
+        .get(app.url("/v1/stats/logs?trace_id=1%27%20OR%201"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
+    let recent = format!("\"trace_id\":\"{trace_id}\"");
+    eventually("the attempt in /v1/stats/recent", ARRIVAL, || {
+        let (app, recent) = (&app, recent.clone());
+        async move {
+            let answer = app.get_json("/v1/stats/recent?days=1", None).await;
+            answer.to_string().contains(&recent).then_some(())
+        }
+    })
+    .await;
+    let dom = crate::console::dom(&app.url("/?refresh=0"), 1280, 900, 5_000).await;
+    let row = dom
+        .find("class=\"log-lines\"")
+        .unwrap_or_else(|| panic!("no log row: {dom}"));
+    assert!(
+        dom[row..]
+            .contains("WARN lead_lab::ingest::record: lead attempt (failed downstream_error)"),
+        "{}",
+        &dom[row..]
+    );
+    app.stop().await;
+}

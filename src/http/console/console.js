@@ -176,6 +176,31 @@
     return base + "/explore?schemaVersion=1&orgId=1&panes=" + encodeURIComponent(JSON.stringify(panes));
   }
 
+  // Log lines of failed attempts, by trace id. Only found lines are kept: the export
+  // may still be on its way, so an empty answer is asked again at the next refresh.
+  const traceLogs = new Map();
+  function logRow(traceId) {
+    const tr = el("tr", null, "log-lines");
+    const td = el("td"); td.colSpan = 7; tr.appendChild(td);
+    const show = (lines) => {
+      clear(td);
+      if (lines.length === 0) { td.appendChild(el("span", "no log lines yet", "hint")); return; }
+      const list = el("ul");
+      for (const l of lines) {
+        const why = [l.outcome, l.reason].filter(Boolean).join(" ");
+        list.appendChild(el("li", l.time.slice(11, 23) + " " + l.level + " " + l.target + ": " +
+          l.message + (why ? " (" + why + ")" : "")));
+      }
+      td.appendChild(list);
+    };
+    if (traceLogs.has(traceId)) { show(traceLogs.get(traceId)); return tr; }
+    getJson("/v1/stats/logs?trace_id=" + encodeURIComponent(traceId)).then((answer) => {
+      if (answer.lines.length > 0) traceLogs.set(traceId, answer.lines);
+      show(answer.lines);
+    }, (e) => { td.textContent = "log lines unavailable: " + e.message; });
+    return tr;
+  }
+
   function renderRecent(recent) {
     const body = $("recent").querySelector("tbody");
     clear(body);
@@ -201,6 +226,7 @@
       }
       tr.appendChild(td);
       body.appendChild(tr);
+      if (s.outcome === "failed") body.appendChild(logRow(s.trace_id));
     }
     $("grafana-hint").textContent = grafana()
       ? "Trace links open Grafana at " + grafana() + "."
