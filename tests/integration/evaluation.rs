@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::simulate::SCENARIOS;
-use crate::support::{Stack, root, unique_name};
+use crate::support::{ClickHouseEnv, Stack, root, unique_name};
 
 fn shipped_scenarios() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(SCENARIOS)
@@ -58,13 +58,7 @@ async fn every_shipped_scenario_meets_the_detector_targets() {
         .args(&scenarios)
         .args(["--seed", "1", "--json", "--check", "--quiet"])
         .env("LEADLAB_CONFIG", root().join("config/local.toml"))
-        .env("LEADLAB_CLICKHOUSE_URL", &stack.clickhouse.url)
-        .env("LEADLAB_CLICKHOUSE_USER", &stack.clickhouse.user)
-        .env(
-            "LEADLAB_CLICKHOUSE_PASSWORD",
-            stack.clickhouse.password.expose(),
-        )
-        .env("LEADLAB_CLICKHOUSE_DATABASE", &stack.clickhouse.database)
+        .clickhouse_env(&stack.clickhouse, &stack.clickhouse.database)
         .env("LEADLAB_OTEL_ENDPOINT", &stack.otlp_grpc)
         .env("LEADLAB_OTEL_SERVICE_NAME", unique_name("eval"))
         .env("LEADLAB_LOG_LEVEL", "error")

@@ -17,7 +17,9 @@ use lead_lab::store::{self, migrate::Migrator, migrate::SchemaTarget};
 use serde_json::{Value, json};
 
 use crate::app::{FakeCrm, TestApp};
-use crate::support::{Stack, eventually, free_port, logged, root, rotel_command, unique_name};
+use crate::support::{
+    ClickHouseEnv, Stack, eventually, free_port, logged, root, rotel_command, unique_name,
+};
 
 fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -320,13 +322,7 @@ impl Service {
             .env("LEADLAB_CONFIG", root().join("config/local.toml"))
             .env("LEADLAB_HTTP_LISTEN", format!("127.0.0.1:{port}"))
             .env("LEADLAB_HTTP_SHUTDOWN_GRACE_SECS", "15")
-            .env("LEADLAB_CLICKHOUSE_URL", &stack.clickhouse.url)
-            .env("LEADLAB_CLICKHOUSE_USER", &stack.clickhouse.user)
-            .env(
-                "LEADLAB_CLICKHOUSE_PASSWORD",
-                stack.clickhouse.password.expose(),
-            )
-            .env("LEADLAB_CLICKHOUSE_DATABASE", &stack.clickhouse.database)
+            .clickhouse_env(&stack.clickhouse, &stack.clickhouse.database)
             .env("LEADLAB_OTEL_ENDPOINT", &stack.otlp_grpc)
             .env("LEADLAB_OTEL_PROTOCOL", "grpc")
             .env("LEADLAB_OTEL_SERVICE_NAME", &service)

@@ -12,7 +12,7 @@ use crate::app::{FakeCrm, TestApp};
 use crate::fake_ollama::{FakeOllama, Reply};
 use crate::ingest::{expect, lead, with};
 use crate::support::analysis::{a_day, analysis_app, finished, plain_report, start_analysis};
-use crate::support::{TestDatabase, eventually, logged};
+use crate::support::{ClickHouseEnv, TestDatabase, eventually, logged};
 
 const ARRIVAL: Duration = Duration::from_secs(30);
 
@@ -211,13 +211,7 @@ async fn logs_written_to_a_file_carry_no_colour_codes() {
     let log = tempfile::NamedTempFile::new().unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_lead-lab"))
         .arg("migrate")
-        .env("LEADLAB_CLICKHOUSE_URL", &db.stack.clickhouse.url)
-        .env("LEADLAB_CLICKHOUSE_USER", &db.stack.clickhouse.user)
-        .env(
-            "LEADLAB_CLICKHOUSE_PASSWORD",
-            db.stack.clickhouse.password.expose(),
-        )
-        .env("LEADLAB_CLICKHOUSE_DATABASE", &db.name)
+        .clickhouse_env(&db.stack.clickhouse, &db.name)
         .env("LEADLAB_LOG_LEVEL", "lead_lab=debug")
         .env_remove("LEADLAB_CONFIG")
         .env_remove("RUST_LOG")

@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 
 use lead_lab::store::migrate::{MIGRATIONS, MigrationState, Migrator};
 
-use crate::support::TestDatabase;
+use crate::support::{ClickHouseEnv, TestDatabase};
 
 #[derive(Debug, PartialEq, clickhouse::Row, serde::Deserialize)]
 struct TableDdl {
@@ -38,13 +38,7 @@ fn lead_lab_migrate(db: &TestDatabase, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lead-lab"))
         .arg("migrate")
         .args(extra)
-        .env("LEADLAB_CLICKHOUSE_URL", &db.stack.clickhouse.url)
-        .env("LEADLAB_CLICKHOUSE_USER", &db.stack.clickhouse.user)
-        .env(
-            "LEADLAB_CLICKHOUSE_PASSWORD",
-            db.stack.clickhouse.password.expose(),
-        )
-        .env("LEADLAB_CLICKHOUSE_DATABASE", &db.name)
+        .clickhouse_env(&db.stack.clickhouse, &db.name)
         .env_remove("LEADLAB_CONFIG")
         .output()
         .expect("the lead-lab binary runs")

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::app::TestApp;
 use crate::console::{chromium, dom, field_after};
 use crate::ingest::lead;
-use crate::support::eventually;
+use crate::support::{ClickHouseEnv, eventually};
 
 const BATCHES: u64 = 30;
 const PER_BATCH: u64 = 10;
@@ -75,16 +75,7 @@ async fn spans_lost_on_the_way_are_counted_in_the_facts_the_report_and_the_conso
     let output = Command::new(env!("CARGO_BIN_EXE_lead-lab"))
         .args(["analyze", "--day", &today, "--json"])
         .env_remove("LEADLAB_CONFIG")
-        .env("LEADLAB_CLICKHOUSE_URL", &app.stack.clickhouse.url)
-        .env("LEADLAB_CLICKHOUSE_USER", &app.stack.clickhouse.user)
-        .env(
-            "LEADLAB_CLICKHOUSE_PASSWORD",
-            app.stack.clickhouse.password.expose(),
-        )
-        .env(
-            "LEADLAB_CLICKHOUSE_DATABASE",
-            &app.stack.clickhouse.database,
-        )
+        .clickhouse_env(&app.stack.clickhouse, &app.stack.clickhouse.database)
         .env("LEADLAB_OTEL_SERVICE_NAME", &app.service)
         .env("LEADLAB_OTEL_ENABLED", "false")
         .env("LEADLAB_OLLAMA_URL", "http://127.0.0.1:9")

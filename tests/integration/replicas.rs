@@ -16,7 +16,7 @@ use crate::app::TestApp;
 use crate::fake_ollama::{FakeOllama, Reply};
 use crate::ingest::{expect, lead, rows_of};
 use crate::support::analysis::{ADMIN_TOKEN, finished, plain_report, start_analysis as start};
-use crate::support::{PrivateRedis, TestDatabase, eventually, free_port, redis_url};
+use crate::support::{ClickHouseEnv, PrivateRedis, TestDatabase, eventually, free_port, redis_url};
 
 /// Two instances of one service on the stack's Redis.
 async fn replicas(customize: impl FnOnce(&mut Settings)) -> (TestApp, TestApp) {
@@ -142,10 +142,7 @@ impl Process {
             .arg("serve")
             .env_remove("LEADLAB_CONFIG")
             .env("LEADLAB_HTTP_LISTEN", format!("127.0.0.1:{port}"))
-            .env("LEADLAB_CLICKHOUSE_URL", &ch.url)
-            .env("LEADLAB_CLICKHOUSE_USER", &ch.user)
-            .env("LEADLAB_CLICKHOUSE_PASSWORD", ch.password.expose())
-            .env("LEADLAB_CLICKHOUSE_DATABASE", &ch.database)
+            .clickhouse_env(ch, &ch.database)
             .env("LEADLAB_OTEL_ENDPOINT", &settings.otel.endpoint)
             .env("LEADLAB_OTEL_SERVICE_NAME", &settings.otel.service_name)
             .env("LEADLAB_ADMIN_TOKEN", settings.admin_token.expose())

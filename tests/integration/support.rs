@@ -318,3 +318,24 @@ impl Drop for PrivateRedis {
         self.stop();
     }
 }
+
+/// Points a spawned `lead-lab` (or anything reading `LEADLAB_CLICKHOUSE_*`) at a
+/// ClickHouse and one of its databases: the four settings every CLI run in the tests sets.
+pub trait ClickHouseEnv {
+    fn clickhouse_env(&mut self, clickhouse: &ClickHouseSettings, database: &str) -> &mut Self;
+}
+
+macro_rules! clickhouse_env_for {
+    ($($command:ty),+) => {$(
+        impl ClickHouseEnv for $command {
+            fn clickhouse_env(&mut self, clickhouse: &ClickHouseSettings, database: &str) -> &mut Self {
+                self.env("LEADLAB_CLICKHOUSE_URL", &clickhouse.url)
+                    .env("LEADLAB_CLICKHOUSE_USER", &clickhouse.user)
+                    .env("LEADLAB_CLICKHOUSE_PASSWORD", clickhouse.password.expose())
+                    .env("LEADLAB_CLICKHOUSE_DATABASE", database)
+            }
+        }
+    )+};
+}
+
+clickhouse_env_for!(Command, tokio::process::Command);
