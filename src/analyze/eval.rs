@@ -242,6 +242,7 @@ mod tests {
             summary: String::new(),
             evidence: BTreeMap::new(),
             window: None,
+            interval: None,
         }
     }
 

@@ -112,4 +112,30 @@ pub struct Finding {
     /// Start and end (RFC 3339) when the finding is a time window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window: Option<(String, String)>,
+    /// The share a rate-based finding rests on, with its 95 % Wilson interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<RateInterval>,
+}
+
+/// `count` of `attempts` (a failure share, a reason's share), its 95 % Wilson interval
+/// and the baseline share it was compared with, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RateInterval {
+    pub count: u64,
+    pub attempts: u64,
+    pub share: f64,
+    pub low: f64,
+    pub high: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
+    /// Fewer than 30 attempts, or an interval wider than 20 points.
+    pub small_sample: bool,
+}
+
+impl RateInterval {
+    /// The baseline share lies inside (or above) the interval: today's share may be
+    /// the baseline's plus sampling noise, so the finding cannot be High.
+    pub fn compatible_with_baseline(&self) -> bool {
+        self.baseline.is_some_and(|b| self.low <= b)
+    }
 }

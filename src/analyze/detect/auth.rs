@@ -1,5 +1,6 @@
 //! Clusters of authentication rejections per (claimed) source.
 
+use super::stats::interval;
 use super::{Dimension, Draft, confidence, num, subject_of};
 use crate::analyze::facts::{DayFacts, SourceReason};
 use crate::analyze::finding::{Finding, FindingKind, Severity, Subject};
@@ -31,12 +32,24 @@ fn clusters(
         .source_reasons
         .iter()
         .filter(|r| r.reason == reason && r.count >= t.auth_cluster_min)
-        .map(|r| cluster(t, r, kind))
+        .map(|r| {
+            let attempts = facts
+                .by_source
+                .iter()
+                .find(|b| b.name == r.source)
+                .map_or(r.count, |b| b.attempts);
+            cluster(t, r, kind, attempts)
+        })
         .collect()
 }
 
 /// Normal traffic has next to no auth rejections, so twice the minimum is strong.
-fn cluster(t: &DetectorSettings, r: &SourceReason, kind: FindingKind) -> Finding {
+fn cluster(
+    t: &DetectorSettings,
+    r: &SourceReason,
+    kind: FindingKind,
+    source_attempts: u64,
+) -> Finding {
     let strong = r.count >= 2 * t.auth_cluster_min;
     let named = if r.source.is_empty() {
         "attempts without a source".to_owned()
@@ -67,6 +80,7 @@ fn cluster(t: &DetectorSettings, r: &SourceReason, kind: FindingKind) -> Finding
             ("share_of_source_attempts", r.share_of_source_attempts),
         ],
         window: Some((r.first_event.clone(), r.last_event.clone())),
+        interval: Some(interval(r.count, source_attempts, None)),
     }
     .build()
 }

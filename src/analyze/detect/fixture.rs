@@ -210,6 +210,11 @@ pub fn normal_day() -> DayFacts {
                 errors: 1,
                 attempts: 2,
                 downstream_failure_share: 0.5,
+                last_delivery_before: Some("2025-06-10T14:02:10+02:00".into()),
+                next_delivery_after: Some("2025-06-10T14:05:40+02:00".into()),
+                uncertainty_minutes: Some(2),
+                from_previous_day: false,
+                into_next_day: false,
             }],
         },
         baseline: Baseline {
@@ -364,6 +369,11 @@ pub fn plant_outage(facts: &mut DayFacts, span_minutes: u64, failures: u64, shar
         errors: failures - failures / 2,
         attempts: (failures as f64 / share).round() as u64,
         downstream_failure_share: share,
+        last_delivery_before: Some("2025-06-10T09:58:00+02:00".into()),
+        next_delivery_after: Some("2025-06-10T10:43:00+02:00".into()),
+        uncertainty_minutes: Some(3),
+        from_previous_day: false,
+        into_next_day: false,
     });
 }
 

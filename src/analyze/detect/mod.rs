@@ -9,6 +9,7 @@
 mod auth;
 mod failures;
 mod novelty;
+pub mod stats;
 mod traffic;
 mod volume;
 
@@ -19,7 +20,7 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use crate::analyze::facts::{DayFacts, round_to};
-use crate::analyze::finding::{Finding, FindingKind, Severity, Subject};
+use crate::analyze::finding::{Finding, FindingKind, RateInterval, Severity, Subject};
 use crate::config::DetectorSettings;
 
 /// Baseline days with data from which a baseline-relative signal can be High.
@@ -72,22 +73,37 @@ struct Draft {
     summary: String,
     evidence: Vec<(&'static str, f64)>,
     window: Option<(String, String)>,
+    /// The share a rate-based finding rests on ([`stats::interval`]).
+    interval: Option<RateInterval>,
 }
 
 impl Draft {
+    /// A finding whose interval is compatible with its baseline is at most Medium: the
+    /// share may be the baseline's plus sampling noise. The interval's bounds join the
+    /// evidence, so the narration may state them.
     fn build(self) -> Finding {
+        let mut evidence: BTreeMap<String, f64> = self
+            .evidence
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        let mut severity = self.severity;
+        if let Some(i) = &self.interval {
+            evidence.insert("ci_low".to_owned(), i.low);
+            evidence.insert("ci_high".to_owned(), i.high);
+            if severity == Severity::High && i.compatible_with_baseline() {
+                severity = Severity::Medium;
+            }
+        }
         Finding {
             kind: self.kind,
             subject: self.subject,
-            severity: self.severity,
+            severity,
             confidence: self.confidence,
             summary: self.summary,
-            evidence: self
-                .evidence
-                .into_iter()
-                .map(|(name, value)| (name.to_owned(), value))
-                .collect::<BTreeMap<_, _>>(),
+            evidence,
             window: self.window,
+            interval: self.interval,
         }
     }
 }

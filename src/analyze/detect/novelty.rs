@@ -1,5 +1,6 @@
 //! What the baseline never saw: new pages and forms, and duplicates far above it.
 
+use super::stats::interval;
 use super::{Dimension, Draft, baseline_failure_share, capped, confidence, num, subject_of};
 use crate::analyze::facts::{Breakdown, DayFacts, round_to};
 use crate::analyze::finding::{Finding, FindingKind, Severity, Subject};
@@ -93,6 +94,11 @@ fn new_entry(
             ),
         ],
         window: None,
+        interval: Some(interval(
+            b.failures(),
+            b.attempts,
+            Some(round_to(elevated - t.failure_rate_rise, 4)),
+        )),
     }
     .build()
 }
@@ -183,6 +189,7 @@ fn surge(
                 ("ratio", super::ratio(d, floor)),
             ],
             window,
+            interval: None,
         }
         .build(),
     )

@@ -314,63 +314,6 @@ pub(super) fn client_shape(clock: &DayClock, c: &ClientRow) -> ClientShape {
     }
 }
 
-pub(super) fn downstream_windows(clock: &DayClock, minutes: &[MinuteRow]) -> Vec<DownstreamWindow> {
-    let failing: Vec<&MinuteRow> = minutes
-        .iter()
-        .filter(|m| m.downstream_timeouts + m.downstream_errors > 0)
-        .collect();
-    let mut runs: Vec<Vec<&MinuteRow>> = Vec::new();
-    for m in failing {
-        match runs.last_mut() {
-            Some(run)
-                if run.last().is_some_and(|prev| {
-                    m.minute - prev.minute <= 60 * (DOWNSTREAM_GAP_MINUTES + 1)
-                }) =>
-            {
-                run.push(m)
-            }
-            _ => runs.push(vec![m]),
-        }
-    }
-    runs.iter()
-        .filter_map(|run| {
-            Some(downstream_window(
-                clock,
-                minutes,
-                run.first()?.minute,
-                run.last()?.minute,
-                run,
-            ))
-        })
-        .collect()
-}
-
-pub(super) fn downstream_window(
-    clock: &DayClock,
-    minutes: &[MinuteRow],
-    first: i64,
-    last: i64,
-    run: &[&MinuteRow],
-) -> DownstreamWindow {
-    let timeouts = run.iter().map(|m| m.downstream_timeouts).sum();
-    let errors = run.iter().map(|m| m.downstream_errors).sum();
-    let attempts = minutes
-        .iter()
-        .filter(|m| (first..=last).contains(&m.minute))
-        .map(|m| m.attempts)
-        .sum();
-    DownstreamWindow {
-        start: clock.show_secs(first),
-        end: clock.show_secs(last + 60),
-        span_minutes: u64::try_from((last - first) / 60 + 1).unwrap_or(0),
-        minutes_with_failures: run.len() as u64,
-        timeouts,
-        errors,
-        attempts,
-        downstream_failure_share: rate(timeouts + errors, attempts),
-    }
-}
-
 pub(super) fn source_activity(
     clock: &DayClock,
     groups: &[GroupRow],
