@@ -8,8 +8,11 @@
 
 mod auth;
 mod failures;
+mod gradual;
 mod novelty;
+mod shift;
 pub mod stats;
+mod subjects;
 mod traffic;
 mod volume;
 
@@ -20,7 +23,7 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use crate::analyze::facts::{DayFacts, round_to};
-use crate::analyze::finding::{Finding, FindingKind, RateInterval, Severity, Subject};
+use crate::analyze::finding::{Dimension, Finding, FindingKind, RateInterval, Severity, Subject};
 use crate::config::DetectorSettings;
 
 /// Baseline days with data from which a baseline-relative signal can be High.
@@ -45,12 +48,27 @@ pub fn detect(facts: &DayFacts, thresholds: &DetectorSettings) -> Vec<Finding> {
         novelty::duplicate_surge,
         traffic::record_loss,
     ];
-    let mut findings: Vec<Finding> = detectors
+    let hand: Vec<Finding> = detectors
         .iter()
         .flat_map(|d| d(facts, thresholds))
         .collect();
+    // Gradual rises first (they name the hour), then what changed, ranked by lift; each
+    // only when no finding already kept explains most of its failures.
+    let generic: Vec<Candidate> = gradual::gradual_rises(facts, thresholds)
+        .into_iter()
+        .chain(shift::failure_shifts(facts, thresholds))
+        .collect();
+    let mut findings = subjects::merge(facts, hand, generic);
     sort(&mut findings);
     findings
+}
+
+/// A generic detector's finding and its excess failures (today's less what the baseline
+/// share expects), by which it is merged into a finding explaining the same failures.
+#[derive(Debug)]
+struct Candidate {
+    excess: f64,
+    finding: Finding,
 }
 
 fn sort(findings: &mut [Finding]) {
@@ -108,39 +126,9 @@ impl Draft {
     }
 }
 
-/// A subject naming one dimension (`source`, `endpoint`, `page`, `form_id`, `client_id`).
+/// A subject naming one value of one dimension.
 fn subject_of(dimension: Dimension, name: &str) -> Subject {
-    let value = Some(name.to_owned());
-    let mut s = Subject::default();
-    match dimension {
-        Dimension::Source => s.source = value,
-        Dimension::Endpoint => s.endpoint = value,
-        Dimension::Page => s.page = value,
-        Dimension::Form => s.form_id = value,
-        Dimension::Client => s.client_id = value,
-    }
-    s
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dimension {
-    Source,
-    Endpoint,
-    Page,
-    Form,
-    Client,
-}
-
-impl Dimension {
-    fn label(self) -> &'static str {
-        match self {
-            Dimension::Source => "source",
-            Dimension::Endpoint => "endpoint",
-            Dimension::Page => "page",
-            Dimension::Form => "form",
-            Dimension::Client => "client",
-        }
-    }
+    dimension.subject(name)
 }
 
 /// 0–1: grows with the sample (up to `enough`) and with the baseline days that had data

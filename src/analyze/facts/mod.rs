@@ -14,6 +14,7 @@ use chrono::{
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+mod cells;
 mod clock;
 mod fold;
 mod outage;
@@ -21,6 +22,7 @@ mod sql;
 #[cfg(test)]
 mod tests;
 
+pub use cells::{Cell, CellValues, Cells};
 use clock::*;
 use fold::*;
 pub use fold::{rate, round_to};
@@ -92,6 +94,9 @@ pub struct DayFacts {
     /// before the reconciliation existed).
     #[serde(default)]
     pub recording: super::recording::Recording,
+    /// Per-hour cells of every column, for the generic detectors; not serialised.
+    #[serde(skip)]
+    pub cells: Cells,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -439,12 +444,14 @@ pub async fn compute(
                 source,
             })
     };
-    let (base_volume, base_hourly, base_pages, recording, edges) = tokio::try_join!(
+    let (base_volume, base_hourly, base_pages, recording, edges, hour_cells, base_cells) = tokio::try_join!(
         fetch_baseline_volume(client, &base),
         fetch_baseline_hourly(client, &base),
         fetch_baseline_pages(client, &base),
         recording,
         fetch_delivery_edges(client, &clock, query.service.as_deref()),
+        fetch_hour_cells(client, &day, clock.start),
+        fetch_baseline_cells(client, &base),
     )?;
     let baseline = build_baseline(query, &clock, &base_volume, &base_pages, &latency);
     let totals = totals(&groups);
@@ -471,6 +478,7 @@ pub async fn compute(
             attempts_distribution: delivery,
             downstream_windows: downstream_windows(&clock, &minutes, edges),
         },
+        cells: cells::cells(&clock, &hour_cells, &base_cells, &groups),
         baseline,
         totals,
         recording,

@@ -417,3 +417,66 @@ pub(super) async fn fetch_baseline_pages(
                FROM lead_submissions_15m WHERE {filter} GROUP BY page, form_id";
     fetch(base.rollup_query(client, sql), "the baseline's pages").await
 }
+
+/// Attempts per hour of the day and every closed-set column but the client: the series
+/// the gradual-change and what-changed detectors fold per subject.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+pub(super) struct HourCellRow {
+    pub(super) hour_index: i64,
+    pub(super) source: String,
+    pub(super) endpoint: String,
+    pub(super) page: String,
+    pub(super) form_id: String,
+    pub(super) outcome: String,
+    pub(super) reason: String,
+    pub(super) field: String,
+    pub(super) attempts: u64,
+}
+
+pub(super) async fn fetch_hour_cells(
+    client: &clickhouse::Client,
+    day: &Scope<'_>,
+    day_start: DateTime<Utc>,
+) -> Result<Vec<HourCellRow>, FactsError> {
+    let sql = format!(
+        "SELECT toInt64(intDiv(toUnixTimestamp64Milli(event_time) - {}, 3600000)) AS hour_index, \
+         toString(source) AS source, toString(endpoint) AS endpoint, toString(page) AS page, \
+         toString(form_id) AS form_id, toString(outcome) AS outcome, toString(reason) AS reason, \
+         toString(field) AS field, toUInt64(count()) AS attempts \
+         FROM lead_submissions WHERE {{filter}} \
+         GROUP BY hour_index, source, endpoint, page, form_id, outcome, reason, field",
+        day_start.timestamp_millis()
+    );
+    fetch(day.query(client, &sql), "attempts per hour and subject").await
+}
+
+/// The baseline's attempts per local clock hour and closed-set column (the rollup has
+/// no field).
+#[derive(Debug, clickhouse::Row, Deserialize)]
+pub(super) struct BaselineCellRow {
+    pub(super) local_hour: u8,
+    pub(super) source: String,
+    pub(super) endpoint: String,
+    pub(super) page: String,
+    pub(super) form_id: String,
+    pub(super) outcome: String,
+    pub(super) reason: String,
+    pub(super) attempts: u64,
+}
+
+pub(super) async fn fetch_baseline_cells(
+    client: &clickhouse::Client,
+    base: &Scope<'_>,
+) -> Result<Vec<BaselineCellRow>, FactsError> {
+    let sql = "SELECT toUInt8(toHour(bucket, {tz})) AS local_hour, toString(source) AS source, \
+               toString(endpoint) AS endpoint, toString(page) AS page, \
+               toString(form_id) AS form_id, toString(outcome) AS outcome, \
+               toString(reason) AS reason, toUInt64(sum(submissions)) AS attempts \
+               FROM lead_submissions_15m WHERE {filter} \
+               GROUP BY local_hour, source, endpoint, page, form_id, outcome, reason";
+    fetch(
+        base.rollup_query(client, sql),
+        "the baseline's attempts per hour and subject",
+    )
+    .await
+}
