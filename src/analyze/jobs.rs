@@ -298,6 +298,7 @@ impl Analyzer {
         };
         let mut narration = narrate(&self.llm, input, &self.tracer, cx).await;
         recording::qualify(&mut narration.report, &day_facts.recording);
+        detect::samples::qualify(&mut narration.report, &findings);
         Ok(Outcome {
             facts_ms,
             narration,

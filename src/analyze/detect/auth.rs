@@ -5,6 +5,7 @@ use super::{Dimension, Draft, confidence, num, subject_of};
 use crate::analyze::facts::{DayFacts, SourceReason};
 use crate::analyze::finding::{Finding, FindingKind, Severity, Subject};
 use crate::config::DetectorSettings;
+use crate::domain::Reason;
 
 /// KeyMismatchCluster: valid keys of another source posting for a source — the source
 /// is the one the attempts claimed.
@@ -12,26 +13,31 @@ pub(super) fn key_mismatch_clusters(facts: &DayFacts, t: &DetectorSettings) -> V
     clusters(
         facts,
         t,
-        "source_key_mismatch",
+        Reason::SourceKeyMismatch,
         FindingKind::KeyMismatchCluster,
     )
 }
 
 /// UnauthorizedCluster: missing, unknown, wrong or rotated keys.
 pub(super) fn unauthorized_clusters(facts: &DayFacts, t: &DetectorSettings) -> Vec<Finding> {
-    clusters(facts, t, "unauthorized", FindingKind::UnauthorizedCluster)
+    clusters(
+        facts,
+        t,
+        Reason::Unauthorized,
+        FindingKind::UnauthorizedCluster,
+    )
 }
 
 fn clusters(
     facts: &DayFacts,
     t: &DetectorSettings,
-    reason: &str,
+    reason: Reason,
     kind: FindingKind,
 ) -> Vec<Finding> {
     facts
         .source_reasons
         .iter()
-        .filter(|r| r.reason == reason && r.count >= t.auth_cluster_min)
+        .filter(|r| r.reason == reason.as_str() && r.count >= t.auth_cluster_min)
         .map(|r| {
             let attempts = facts
                 .by_source

@@ -10,6 +10,7 @@ mod auth;
 mod failures;
 mod gradual;
 mod novelty;
+pub mod samples;
 mod shift;
 pub mod stats;
 mod subjects;

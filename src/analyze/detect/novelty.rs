@@ -5,6 +5,7 @@ use super::{Dimension, Draft, baseline_failure_share, capped, confidence, num, s
 use crate::analyze::facts::{Breakdown, DayFacts, round_to};
 use crate::analyze::finding::{Finding, FindingKind, Severity, Subject};
 use crate::config::DetectorSettings;
+use crate::domain::Reason;
 
 /// Duplicates a surge needs at least, whatever the baseline: a handful is normal noise.
 pub const MIN_SURGE_DUPLICATES: u64 = 5;
@@ -115,7 +116,7 @@ pub(super) fn duplicate_surge(facts: &DayFacts, t: &DetectorSettings) -> Vec<Fin
     let per_source: Vec<Finding> = facts
         .source_reasons
         .iter()
-        .filter(|r| r.reason == "duplicate" && !r.source.is_empty())
+        .filter(|r| r.reason == Reason::Duplicate.as_str() && !r.source.is_empty())
         .filter_map(|r| {
             let mean = facts
                 .baseline

@@ -1,6 +1,7 @@
 //! Folding grouped rows into facts.
 
 use super::*;
+use crate::domain::{Outcome, Reason};
 
 /// A fraction rounded to 4 places; 0 when there is nothing to divide by.
 pub fn rate(part: u64, whole: u64) -> f64 {
@@ -31,8 +32,8 @@ impl Tally {
     pub(super) fn add(&mut self, row: &GroupRow) {
         self.attempts += row.attempts;
         match row.outcome.as_str() {
-            "accepted" => self.accepted += row.attempts,
-            "failed" => self.failed += row.attempts,
+            o if o == Outcome::Accepted.as_str() => self.accepted += row.attempts,
+            o if o == Outcome::Failed.as_str() => self.failed += row.attempts,
             _ => self.rejected += row.attempts,
         }
         if !row.reason.is_empty() {
@@ -167,7 +168,7 @@ pub(super) fn source_reasons(clock: &DayClock, rows: &[GroupRow]) -> Vec<SourceR
 pub(super) fn invalid_fields_by_page(clock: &DayClock, rows: &[GroupRow]) -> Vec<PageField> {
     let pages = tally_by(rows, |r| Some(r.page.clone()));
     let pairs = tally_by(rows, |r| {
-        (r.reason == "invalid_field").then(|| (r.page.clone(), r.field.clone()))
+        (r.reason == Reason::InvalidField.as_str()).then(|| (r.page.clone(), r.field.clone()))
     });
     let mut list: Vec<PageField> = pairs
         .into_iter()
@@ -410,7 +411,7 @@ pub(super) fn submitters_facts(row: SubmitterRow, groups: &[GroupRow]) -> Submit
         retries_after_failure: row.retries_after_failure,
         duplicate_attempts: groups
             .iter()
-            .filter(|g| g.reason == "duplicate")
+            .filter(|g| g.reason == Reason::Duplicate.as_str())
             .map(|g| g.attempts)
             .sum(),
         submitters_with_duplicates: row.submitters_with_duplicates,
