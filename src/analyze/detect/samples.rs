@@ -2,7 +2,7 @@
 //! the report's confidence reasons, whoever wrote the report (the model or the rules).
 
 use crate::analyze::finding::Finding;
-use crate::analyze::report::{ConfidenceLevel, MAX_REASON_CHARS, MAX_REASONS, Report};
+use crate::analyze::report::{ConfidenceLevel, MAX_REASON_CHARS, Report};
 
 /// Findings named in the note at most (the most severe first, as detected).
 const NAMED: usize = 3;
@@ -47,12 +47,7 @@ pub fn qualify(report: &mut Report, findings: &[Finding]) {
     let Some(note) = small_sample_note(findings) else {
         return;
     };
-    let confidence = &mut report.confidence;
-    confidence.level = confidence.level.min(ConfidenceLevel::Medium);
-    if confidence.reasons.len() >= MAX_REASONS {
-        confidence.reasons.pop();
-    }
-    confidence.reasons.push(note);
+    report.confidence.qualify(ConfidenceLevel::Medium, note);
 }
 
 #[cfg(test)]
