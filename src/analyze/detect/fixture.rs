@@ -486,3 +486,17 @@ pub fn plant_cells(facts: &mut DayFacts, form: &str, reason: &str, share: f64) {
     add_baseline(facts, 0, &on_form, 840);
     add_baseline(facts, 0, &other, 4760);
 }
+
+/// The failure cells of `count` rejections of a source with `reason` (for the merge).
+pub fn plant_reason_cells(facts: &mut DayFacts, source: &str, reason: &str, count: u64) {
+    facts.cells.failures.push(Cell {
+        values: CellValues {
+            source: source.to_owned(),
+            outcome: "rejected".to_owned(),
+            reason: reason.to_owned(),
+            ..CellValues::default()
+        },
+        attempts: count,
+        ..Cell::default()
+    });
+}

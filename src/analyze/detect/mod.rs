@@ -49,14 +49,22 @@ pub fn detect(facts: &DayFacts, thresholds: &DetectorSettings) -> Vec<Finding> {
         novelty::duplicate_surge,
         traffic::record_loss,
     ];
-    let hand: Vec<Finding> = detectors
+    // A source's or endpoint's whole failure rise or concentration is the broad view of
+    // what a specific finding (a cluster, a burst, an outage, a broken field) explains:
+    // merged like the generic ones.
+    let (broad, hand): (Vec<Finding>, Vec<Finding>) = detectors
         .iter()
         .flat_map(|d| d(facts, thresholds))
-        .collect();
-    // Gradual rises first (they name the hour), then what changed, ranked by lift; each
+        .partition(|f| {
+            f.kind == FindingKind::FailureRateRise
+                || (f.kind == FindingKind::FailureConcentration && f.subject.field.is_none())
+        });
+    // Then gradual rises (they name the hour), then what changed, ranked by lift; each
     // only when no finding already kept explains most of its failures.
-    let generic: Vec<Candidate> = gradual::gradual_rises(facts, thresholds)
+    let generic: Vec<Candidate> = broad
         .into_iter()
+        .map(Candidate::broad)
+        .chain(gradual::gradual_rises(facts, thresholds))
         .chain(shift::failure_shifts(facts, thresholds))
         .collect();
     let mut findings = subjects::merge(facts, hand, generic);
@@ -70,6 +78,16 @@ pub fn detect(facts: &DayFacts, thresholds: &DetectorSettings) -> Vec<Finding> {
 struct Candidate {
     excess: f64,
     finding: Finding,
+}
+
+impl Candidate {
+    /// A hand-written finding with an interval: its excess over the baseline share.
+    fn broad(finding: Finding) -> Self {
+        let excess = finding.interval.map_or(0.0, |i| {
+            i.count as f64 - i.attempts as f64 * i.baseline.unwrap_or(0.0)
+        });
+        Self { excess, finding }
+    }
 }
 
 fn sort(findings: &mut [Finding]) {
@@ -229,6 +247,23 @@ mod tests {
         assert_eq!(keys, sorted);
         assert_eq!(findings, detect(&facts, &DetectorSettings::default()));
         assert_eq!(findings.first().map(|f| f.severity), Some(Severity::High));
+    }
+
+    #[test]
+    fn a_source_rise_explained_by_its_auth_cluster_is_one_finding() {
+        let mut facts = normal_day();
+        fixture::plant_unauthorized(&mut facts, "quiz", 150);
+        let broad = volume::failure_rate_rises(&facts, &DetectorSettings::default());
+        assert!(!broad.is_empty(), "the quiz's failure share rose");
+        let mut facts_with_cells = facts.clone();
+        fixture::plant_reason_cells(&mut facts_with_cells, "quiz", "unauthorized", 150);
+        let findings = detect(&facts_with_cells, &DetectorSettings::default());
+        let quiz: Vec<_> = findings
+            .iter()
+            .filter(|f| f.subject.source.as_deref() == Some("quiz"))
+            .map(|f| f.kind)
+            .collect();
+        assert_eq!(quiz, [FindingKind::UnauthorizedCluster], "{findings:#?}");
     }
 
     #[test]
