@@ -230,6 +230,7 @@ mod tests {
             summary: format!("form {form} is new."),
             evidence: BTreeMap::from([("attempts".to_owned(), 51.0)]),
             window: None,
+            interval: None,
         }
     }
 

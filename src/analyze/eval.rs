@@ -239,6 +239,7 @@ mod tests {
             summary: String::new(),
             evidence: BTreeMap::new(),
             window: None,
+            interval: None,
         }
     }
 

@@ -34,10 +34,15 @@ pub enum FindingKind {
     LatencyRegression,
     /// Attempts the service counted that are missing from the record (lost in transit).
     RecordLoss,
+    /// A subject's hourly failure share rose through the day (a trend, not one hour).
+    GradualFailureRise,
+    /// A value of some dimension whose failure share rose far above its baseline's,
+    /// found by comparing every dimension (no hand-written detector knows it).
+    FailureShift,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 13] = [
+    pub const ALL: [FindingKind; 15] = [
         FindingKind::VolumeDrop,
         FindingKind::VolumeSpike,
         FindingKind::FailureRateRise,
@@ -51,6 +56,8 @@ impl FindingKind {
         FindingKind::DuplicateSurge,
         FindingKind::LatencyRegression,
         FindingKind::RecordLoss,
+        FindingKind::GradualFailureRise,
+        FindingKind::FailureShift,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +75,8 @@ impl FindingKind {
             FindingKind::DuplicateSurge => "duplicate_surge",
             FindingKind::LatencyRegression => "latency_regression",
             FindingKind::RecordLoss => "record_loss",
+            FindingKind::GradualFailureRise => "gradual_failure_rise",
+            FindingKind::FailureShift => "failure_shift",
         }
     }
 }
@@ -96,6 +105,84 @@ pub struct Subject {
     pub field: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// A reason (`lead.reason`) the finding is about, for findings over reasons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// An outcome (`lead.outcome`), for findings over outcomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+/// The dimensions a submission record has, each a closed set or an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dimension {
+    Source,
+    Endpoint,
+    Page,
+    Form,
+    Client,
+    Field,
+    Reason,
+    Outcome,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 8] = [
+        Dimension::Source,
+        Dimension::Endpoint,
+        Dimension::Page,
+        Dimension::Form,
+        Dimension::Client,
+        Dimension::Field,
+        Dimension::Reason,
+        Dimension::Outcome,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Dimension::Source => "source",
+            Dimension::Endpoint => "endpoint",
+            Dimension::Page => "page",
+            Dimension::Form => "form",
+            Dimension::Client => "client",
+            Dimension::Field => "field",
+            Dimension::Reason => "reason",
+            Dimension::Outcome => "outcome",
+        }
+    }
+
+    /// A subject naming one value of this dimension.
+    pub fn subject(self, value: &str) -> Subject {
+        let value = Some(value.to_owned());
+        let mut s = Subject::default();
+        match self {
+            Dimension::Source => s.source = value,
+            Dimension::Endpoint => s.endpoint = value,
+            Dimension::Page => s.page = value,
+            Dimension::Form => s.form_id = value,
+            Dimension::Client => s.client_id = value,
+            Dimension::Field => s.field = value,
+            Dimension::Reason => s.reason = value,
+            Dimension::Outcome => s.outcome = value,
+        }
+        s
+    }
+}
+
+impl Subject {
+    /// The value it names in `dimension`, if any.
+    pub fn value(&self, dimension: Dimension) -> Option<&str> {
+        match dimension {
+            Dimension::Source => self.source.as_deref(),
+            Dimension::Endpoint => self.endpoint.as_deref(),
+            Dimension::Page => self.page.as_deref(),
+            Dimension::Form => self.form_id.as_deref(),
+            Dimension::Client => self.client_id.as_deref(),
+            Dimension::Field => self.field.as_deref(),
+            Dimension::Reason => self.reason.as_deref(),
+            Dimension::Outcome => self.outcome.as_deref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,4 +199,30 @@ pub struct Finding {
     /// Start and end (RFC 3339) when the finding is a time window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window: Option<(String, String)>,
+    /// The share a rate-based finding rests on, with its 95 % Wilson interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<RateInterval>,
+}
+
+/// `count` of `attempts` (a failure share, a reason's share), its 95 % Wilson interval
+/// and the baseline share it was compared with, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RateInterval {
+    pub count: u64,
+    pub attempts: u64,
+    pub share: f64,
+    pub low: f64,
+    pub high: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
+    /// Fewer than 30 attempts, or an interval wider than 20 points.
+    pub small_sample: bool,
+}
+
+impl RateInterval {
+    /// The baseline share lies inside (or above) the interval: today's share may be
+    /// the baseline's plus sampling noise, so the finding cannot be High.
+    pub fn compatible_with_baseline(&self) -> bool {
+        self.baseline.is_some_and(|b| self.low <= b)
+    }
 }

@@ -490,6 +490,7 @@ impl Analyzer {
         };
         let mut narration = narrate(&self.llm, input).await;
         recording::qualify(&mut narration.report, &day_facts.recording);
+        detect::samples::qualify(&mut narration.report, &findings);
         Ok(AttemptOutcome {
             facts_ms,
             narration,

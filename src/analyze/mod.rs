@@ -17,4 +17,4 @@ pub mod records;
 pub mod report;
 pub mod rules;
 
-pub use finding::{Finding, FindingKind, Severity, Subject};
+pub use finding::{Dimension, Finding, FindingKind, RateInterval, Severity, Subject};

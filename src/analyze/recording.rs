@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::report::{ConfidenceLevel, MAX_COMPLETENESS_CHARS, MAX_REASONS, Report};
+use super::report::{ConfidenceLevel, MAX_COMPLETENESS_CHARS, Report};
 
 /// Missing share above which the record is called incomplete (0.1 %).
 pub const INCOMPLETE_SHARE: f64 = 0.001;
@@ -235,12 +235,7 @@ pub fn qualify(report: &mut Report, recording: &Recording) {
     } else {
         *completeness = note.clone();
     }
-    let confidence = &mut report.confidence;
-    confidence.level = confidence.level.min(ConfidenceLevel::Medium);
-    if confidence.reasons.len() >= MAX_REASONS {
-        confidence.reasons.pop();
-    }
-    confidence.reasons.push(note);
+    report.confidence.qualify(ConfidenceLevel::Medium, note);
 }
 
 #[cfg(test)]

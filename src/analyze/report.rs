@@ -72,6 +72,18 @@ pub struct Confidence {
     pub reasons: Vec<String>,
 }
 
+impl Confidence {
+    /// Caps the level at `cap` and adds `reason`, the last one giving way when the list
+    /// is full (what the analyzer adds matters more than the model's last word).
+    pub fn qualify(&mut self, cap: ConfidenceLevel, reason: String) {
+        self.level = self.level.min(cap);
+        if self.reasons.len() >= MAX_REASONS {
+            self.reasons.pop();
+        }
+        self.reasons.push(reason);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scope {

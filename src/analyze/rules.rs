@@ -375,6 +375,7 @@ mod tests {
             summary: summary.to_owned(),
             evidence: BTreeMap::from([("attempts".to_owned(), 58.0)]),
             window: None,
+            interval: None,
         }
     }
 

@@ -124,6 +124,15 @@ pub struct DetectorSettings {
     pub duplicate_surge_ratio: f64,
     /// A p95 latency at least this many times the baseline's is a regression.
     pub latency_regression_ratio: f64,
+    /// Significance level of the gradual-change test (Mann–Kendall on a subject's hourly
+    /// failure share above its baseline's), before the Bonferroni split over subjects.
+    pub trend_significance: f64,
+    /// Rise of the failure share (0–1) above the baseline's, from the hour a trend
+    /// started, that a gradual change must reach.
+    pub trend_min_rise: f64,
+    /// False discovery rate (Benjamini–Hochberg) of the what-changed detector's binomial
+    /// tests over every value of every dimension.
+    pub change_significance: f64,
 }
 
 impl Default for DetectorSettings {
@@ -139,6 +148,9 @@ impl Default for DetectorSettings {
             silence_min_hours: 3,
             duplicate_surge_ratio: 3.0,
             latency_regression_ratio: 2.0,
+            trend_significance: 0.01,
+            trend_min_rise: 0.05,
+            change_significance: 0.01,
         }
     }
 }

@@ -400,6 +400,21 @@ pub const SETTINGS: &[SettingDoc] = &[
         default: "2.0",
         meaning: "p95 latency vs baseline that is a regression",
     },
+    SettingDoc {
+        key: "detectors.trend_significance",
+        default: "0.01",
+        meaning: "significance level of the gradual-change (Mann-Kendall) test, split over the subjects tested",
+    },
+    SettingDoc {
+        key: "detectors.trend_min_rise",
+        default: "0.05",
+        meaning: "rise of the failure share (0-1) over baseline, from the hour a trend started, that a gradual change must reach",
+    },
+    SettingDoc {
+        key: "detectors.change_significance",
+        default: "0.01",
+        meaning: "false discovery rate (Benjamini-Hochberg) of the what-changed detector's tests",
+    },
 ];
 
 /// Settings that are lists of tables, so they come from the TOML file only.

@@ -151,8 +151,9 @@ fn planted() -> Vec<Submission> {
     for minute in 0..25 {
         rows.add(at(10, 10, minute, 30), "web", Kind::Unauthorized);
     }
-    // The CRM down from 16:00 to 16:10: two failed deliveries a minute.
-    for minute in 0..10 {
+    // The CRM down from 16:05 to 16:15: two failed deliveries a minute, between quiz's
+    // delivery at 16:05:00 and web's at 16:15:07.
+    for minute in 5..15 {
         for second in [10, 40] {
             rows.add(at(10, 16, minute, second), "web", Kind::DownstreamError);
         }
@@ -254,8 +255,18 @@ async fn facts_of_a_berlin_day_count_exactly_and_respect_local_midnight() {
     let windows = &facts.delivery.downstream_windows;
     assert_eq!(windows.len(), 1, "{windows:#?}");
     assert_eq!((windows[0].span_minutes, windows[0].errors), (10, 20));
-    assert_eq!(windows[0].start, "2026-06-10T16:00:00+02:00");
-    assert_eq!(windows[0].end, "2026-06-10T16:10:00+02:00");
+    assert_eq!(windows[0].start, "2026-06-10T16:05:10+02:00");
+    assert_eq!(windows[0].end, "2026-06-10T16:14:40+02:00");
+    assert_eq!(
+        windows[0].last_delivery_before.as_deref(),
+        Some("2026-06-10T16:05:00+02:00")
+    );
+    assert_eq!(
+        windows[0].next_delivery_after.as_deref(),
+        Some("2026-06-10T16:15:07+02:00")
+    );
+    assert_eq!(windows[0].uncertainty_minutes, Some(1));
+    assert!(!windows[0].from_previous_day && !windows[0].into_next_day);
     assert_eq!(facts.submitters.distinct_submitters, 179);
     assert!(serde_json::to_string(&facts).is_ok());
 }

@@ -77,6 +77,7 @@ fn findings() -> Vec<Finding> {
         summary: "58 attempts on source=quiz carried the key of source=web_form.".into(),
         evidence: BTreeMap::from([("attempts".to_owned(), 58.0)]),
         window: None,
+        interval: None,
     }]
 }
 

@@ -1,9 +1,11 @@
 //! Clusters of authentication rejections per (claimed) source.
 
+use super::stats::interval;
 use super::{Dimension, Draft, confidence, num, subject_of};
 use crate::analyze::facts::{DayFacts, SourceReason};
 use crate::analyze::finding::{Finding, FindingKind, Severity, Subject};
 use crate::config::DetectorSettings;
+use crate::domain::Reason;
 
 /// KeyMismatchCluster: valid keys of another source posting for a source — the source
 /// is the one the attempts claimed.
@@ -11,32 +13,49 @@ pub(super) fn key_mismatch_clusters(facts: &DayFacts, t: &DetectorSettings) -> V
     clusters(
         facts,
         t,
-        "source_key_mismatch",
+        Reason::SourceKeyMismatch,
         FindingKind::KeyMismatchCluster,
     )
 }
 
 /// UnauthorizedCluster: missing, unknown, wrong or rotated keys.
 pub(super) fn unauthorized_clusters(facts: &DayFacts, t: &DetectorSettings) -> Vec<Finding> {
-    clusters(facts, t, "unauthorized", FindingKind::UnauthorizedCluster)
+    clusters(
+        facts,
+        t,
+        Reason::Unauthorized,
+        FindingKind::UnauthorizedCluster,
+    )
 }
 
 fn clusters(
     facts: &DayFacts,
     t: &DetectorSettings,
-    reason: &str,
+    reason: Reason,
     kind: FindingKind,
 ) -> Vec<Finding> {
     facts
         .source_reasons
         .iter()
-        .filter(|r| r.reason == reason && r.count >= t.auth_cluster_min)
-        .map(|r| cluster(t, r, kind))
+        .filter(|r| r.reason == reason.as_str() && r.count >= t.auth_cluster_min)
+        .map(|r| {
+            let attempts = facts
+                .by_source
+                .iter()
+                .find(|b| b.name == r.source)
+                .map_or(r.count, |b| b.attempts);
+            cluster(t, r, kind, attempts)
+        })
         .collect()
 }
 
 /// Normal traffic has next to no auth rejections, so twice the minimum is strong.
-fn cluster(t: &DetectorSettings, r: &SourceReason, kind: FindingKind) -> Finding {
+fn cluster(
+    t: &DetectorSettings,
+    r: &SourceReason,
+    kind: FindingKind,
+    source_attempts: u64,
+) -> Finding {
     let strong = r.count >= 2 * t.auth_cluster_min;
     let named = if r.source.is_empty() {
         "attempts without a source".to_owned()
@@ -67,6 +86,7 @@ fn cluster(t: &DetectorSettings, r: &SourceReason, kind: FindingKind) -> Finding
             ("share_of_source_attempts", r.share_of_source_attempts),
         ],
         window: Some((r.first_event.clone(), r.last_event.clone())),
+        interval: Some(interval(r.count, source_attempts, None)),
     }
     .build()
 }

@@ -2,8 +2,9 @@
 
 use std::collections::BTreeSet;
 
+use super::stats::interval;
 use super::{Dimension, Draft, baseline_failure_share, confidence, num, subject_of};
-use crate::analyze::facts::{Breakdown, DayFacts, PageField};
+use crate::analyze::facts::{Breakdown, DayFacts, PageField, round_to};
 use crate::analyze::finding::{Finding, FindingKind, Severity};
 use crate::config::DetectorSettings;
 
@@ -76,6 +77,11 @@ fn whole(
                 ("failure_share", b.failure_share),
             ],
             window: None,
+            interval: Some(interval(
+                b.failures(),
+                b.attempts,
+                Some(round_to(elevated - t.failure_rate_rise, 4)),
+            )),
         }
         .build(),
     )
@@ -120,6 +126,11 @@ fn page_field(
                 ("share_of_page_failures", f.share_of_page_failures),
             ],
             window: Some((f.first_event.clone(), f.last_event.clone())),
+            interval: Some(interval(
+                f.count,
+                page.attempts,
+                Some(round_to(elevated - t.failure_rate_rise, 4)),
+            )),
         }
         .build(),
     )

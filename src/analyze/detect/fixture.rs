@@ -4,9 +4,9 @@
 use chrono::NaiveDate;
 
 use crate::analyze::facts::{
-    Baseline, BaselineLatency, BaselineVolume, Breakdown, ClientShape, Completeness, DayFacts,
-    DayStatus, Delivery, DownstreamWindow, Latency, PageField, Quantiles, Shape, Silence,
-    SourceActivity, SourceQuantiles, SourceReason, Submitters, Totals, rate,
+    Baseline, BaselineLatency, BaselineVolume, Breakdown, Cell, CellValues, ClientShape,
+    Completeness, DayFacts, DayStatus, Delivery, DownstreamWindow, Latency, PageField, Quantiles,
+    Shape, Silence, SourceActivity, SourceQuantiles, SourceReason, Submitters, Totals, rate,
 };
 
 const START: &str = "2025-06-10T00:00:00+02:00";
@@ -210,6 +210,11 @@ pub fn normal_day() -> DayFacts {
                 errors: 1,
                 attempts: 2,
                 downstream_failure_share: 0.5,
+                last_delivery_before: Some("2025-06-10T14:02:10+02:00".into()),
+                next_delivery_after: Some("2025-06-10T14:05:40+02:00".into()),
+                uncertainty_minutes: Some(2),
+                from_previous_day: false,
+                into_next_day: false,
             }],
         },
         baseline: Baseline {
@@ -242,6 +247,7 @@ pub fn normal_day() -> DayFacts {
             forms_seen: vec!["contact-main".into()],
         },
         recording: Default::default(),
+        cells: Default::default(),
     };
     refresh(&mut facts);
     facts
@@ -364,6 +370,11 @@ pub fn plant_outage(facts: &mut DayFacts, span_minutes: u64, failures: u64, shar
         errors: failures - failures / 2,
         attempts: (failures as f64 / share).round() as u64,
         downstream_failure_share: share,
+        last_delivery_before: Some("2025-06-10T09:58:00+02:00".into()),
+        next_delivery_after: Some("2025-06-10T10:43:00+02:00".into()),
+        uncertainty_minutes: Some(3),
+        from_previous_day: false,
+        into_next_day: false,
     });
 }
 
@@ -380,4 +391,112 @@ pub fn plant_silence(facts: &mut DayFacts, source: &str, hours: u32, expected: f
             expected_attempts: expected,
         });
     }
+}
+
+fn cell_values(source: &str, endpoint: &str, page: &str, form: &str) -> CellValues {
+    CellValues {
+        source: source.to_owned(),
+        endpoint: endpoint.to_owned(),
+        page: page.to_owned(),
+        form_id: form.to_owned(),
+        outcome: "accepted".to_owned(),
+        ..CellValues::default()
+    }
+}
+
+fn rejected(mut values: CellValues, reason: &str) -> CellValues {
+    values.outcome = "rejected".to_owned();
+    values.reason = reason.to_owned();
+    if reason == "invalid_field" {
+        values.field = "email".to_owned();
+    }
+    values
+}
+
+/// Adds `attempts` of which `failures` rejected with `reason`, at one hour of the day
+/// (and to the day's failure cells, on client `web-key`).
+fn add_day(
+    facts: &mut DayFacts,
+    hour: u32,
+    v: &CellValues,
+    reason: &str,
+    attempts: u64,
+    failures: u64,
+) {
+    let cells = &mut facts.cells;
+    let fail = rejected(v.clone(), reason);
+    for (values, n) in [(v.clone(), attempts - failures), (fail.clone(), failures)] {
+        cells.day.push(Cell {
+            hour,
+            local_hour: hour,
+            values,
+            attempts: n,
+        });
+    }
+    cells.failures.push(Cell {
+        values: CellValues {
+            client_id: "web-key".to_owned(),
+            ..fail
+        },
+        attempts: failures,
+        ..Cell::default()
+    });
+}
+
+/// The baseline's cells (no field): `attempts` at a local hour, 5 % invalid_field.
+fn add_baseline(facts: &mut DayFacts, hour: u32, v: &CellValues, attempts: u64) {
+    let failures = (attempts as f64 * 0.05).round() as u64;
+    let mut fail = rejected(v.clone(), "invalid_field");
+    fail.field.clear();
+    for (values, n) in [(v.clone(), attempts - failures), (fail, failures)] {
+        facts.cells.baseline.push(Cell {
+            hour,
+            local_hour: hour,
+            values,
+            attempts: n,
+        });
+    }
+}
+
+/// Cells of a source's hours: `per_hour` attempts, `share(hour)` of them rejected on an
+/// invalid email; the baseline 7 days of 5 %.
+pub fn plant_hourly(facts: &mut DayFacts, source: &str, per_hour: u64, share: impl Fn(u32) -> f64) {
+    let v = cell_values(source, "leads", "/quiz/start", "");
+    for hour in 0..24 {
+        let failures = (per_hour as f64 * share(hour)).round() as u64;
+        add_day(facts, hour, &v, "invalid_field", per_hour, failures);
+        add_baseline(facts, hour, &v, 7 * per_hour);
+    }
+}
+
+/// Cells of the day in one hour: form `form` (120 attempts, `share` of them rejected with
+/// `reason`) and 680 other attempts at 5 % invalid email; the baseline 7 such days at 5 %.
+pub fn plant_cells(facts: &mut DayFacts, form: &str, reason: &str, share: f64) {
+    let on_form = cell_values("web", "forms", "/contact", form);
+    let other = cell_values("web", "leads", "/pricing", "");
+    add_day(
+        facts,
+        0,
+        &on_form,
+        reason,
+        120,
+        (120.0 * share).round() as u64,
+    );
+    add_day(facts, 0, &other, "invalid_field", 680, 34);
+    add_baseline(facts, 0, &on_form, 840);
+    add_baseline(facts, 0, &other, 4760);
+}
+
+/// The failure cells of `count` rejections of a source with `reason` (for the merge).
+pub fn plant_reason_cells(facts: &mut DayFacts, source: &str, reason: &str, count: u64) {
+    facts.cells.failures.push(Cell {
+        values: CellValues {
+            source: source.to_owned(),
+            outcome: "rejected".to_owned(),
+            reason: reason.to_owned(),
+            ..CellValues::default()
+        },
+        attempts: count,
+        ..Cell::default()
+    });
 }

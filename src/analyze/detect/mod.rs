@@ -8,7 +8,12 @@
 
 mod auth;
 mod failures;
+mod gradual;
 mod novelty;
+pub mod samples;
+mod shift;
+pub mod stats;
+mod subjects;
 mod traffic;
 mod volume;
 
@@ -19,7 +24,7 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use crate::analyze::facts::{DayFacts, round_to};
-use crate::analyze::finding::{Finding, FindingKind, Severity, Subject};
+use crate::analyze::finding::{Dimension, Finding, FindingKind, RateInterval, Severity, Subject};
 use crate::config::DetectorSettings;
 
 /// Baseline days with data from which a baseline-relative signal can be High.
@@ -44,12 +49,45 @@ pub fn detect(facts: &DayFacts, thresholds: &DetectorSettings) -> Vec<Finding> {
         novelty::duplicate_surge,
         traffic::record_loss,
     ];
-    let mut findings: Vec<Finding> = detectors
+    // A source's or endpoint's whole failure rise or concentration is the broad view of
+    // what a specific finding (a cluster, a burst, an outage, a broken field) explains:
+    // merged like the generic ones.
+    let (broad, hand): (Vec<Finding>, Vec<Finding>) = detectors
         .iter()
         .flat_map(|d| d(facts, thresholds))
+        .partition(|f| {
+            f.kind == FindingKind::FailureRateRise
+                || (f.kind == FindingKind::FailureConcentration && f.subject.field.is_none())
+        });
+    // Then gradual rises (they name the hour), then what changed, ranked by lift; each
+    // only when no finding already kept explains most of its failures.
+    let generic: Vec<Candidate> = broad
+        .into_iter()
+        .map(Candidate::broad)
+        .chain(gradual::gradual_rises(facts, thresholds))
+        .chain(shift::failure_shifts(facts, thresholds))
         .collect();
+    let mut findings = subjects::merge(facts, hand, generic);
     sort(&mut findings);
     findings
+}
+
+/// A generic detector's finding and its excess failures (today's less what the baseline
+/// share expects), by which it is merged into a finding explaining the same failures.
+#[derive(Debug)]
+struct Candidate {
+    excess: f64,
+    finding: Finding,
+}
+
+impl Candidate {
+    /// A hand-written finding with an interval: its excess over the baseline share.
+    fn broad(finding: Finding) -> Self {
+        let excess = finding.interval.map_or(0.0, |i| {
+            i.count as f64 - i.attempts as f64 * i.baseline.unwrap_or(0.0)
+        });
+        Self { excess, finding }
+    }
 }
 
 fn sort(findings: &mut [Finding]) {
@@ -72,59 +110,44 @@ struct Draft {
     summary: String,
     evidence: Vec<(&'static str, f64)>,
     window: Option<(String, String)>,
+    /// The share a rate-based finding rests on ([`stats::interval`]).
+    interval: Option<RateInterval>,
 }
 
 impl Draft {
+    /// A finding whose interval is compatible with its baseline is at most Medium: the
+    /// share may be the baseline's plus sampling noise. The interval's bounds join the
+    /// evidence, so the narration may state them.
     fn build(self) -> Finding {
+        let mut evidence: BTreeMap<String, f64> = self
+            .evidence
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        let mut severity = self.severity;
+        if let Some(i) = &self.interval {
+            evidence.insert("ci_low".to_owned(), i.low);
+            evidence.insert("ci_high".to_owned(), i.high);
+            if severity == Severity::High && i.compatible_with_baseline() {
+                severity = Severity::Medium;
+            }
+        }
         Finding {
             kind: self.kind,
             subject: self.subject,
-            severity: self.severity,
+            severity,
             confidence: self.confidence,
             summary: self.summary,
-            evidence: self
-                .evidence
-                .into_iter()
-                .map(|(name, value)| (name.to_owned(), value))
-                .collect::<BTreeMap<_, _>>(),
+            evidence,
             window: self.window,
+            interval: self.interval,
         }
     }
 }
 
-/// A subject naming one dimension (`source`, `endpoint`, `page`, `form_id`, `client_id`).
+/// A subject naming one value of one dimension.
 fn subject_of(dimension: Dimension, name: &str) -> Subject {
-    let value = Some(name.to_owned());
-    let mut s = Subject::default();
-    match dimension {
-        Dimension::Source => s.source = value,
-        Dimension::Endpoint => s.endpoint = value,
-        Dimension::Page => s.page = value,
-        Dimension::Form => s.form_id = value,
-        Dimension::Client => s.client_id = value,
-    }
-    s
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dimension {
-    Source,
-    Endpoint,
-    Page,
-    Form,
-    Client,
-}
-
-impl Dimension {
-    fn label(self) -> &'static str {
-        match self {
-            Dimension::Source => "source",
-            Dimension::Endpoint => "endpoint",
-            Dimension::Page => "page",
-            Dimension::Form => "form",
-            Dimension::Client => "client",
-        }
-    }
+    dimension.subject(name)
 }
 
 /// 0–1: grows with the sample (up to `enough`) and with the baseline days that had data
@@ -224,6 +247,23 @@ mod tests {
         assert_eq!(keys, sorted);
         assert_eq!(findings, detect(&facts, &DetectorSettings::default()));
         assert_eq!(findings.first().map(|f| f.severity), Some(Severity::High));
+    }
+
+    #[test]
+    fn a_source_rise_explained_by_its_auth_cluster_is_one_finding() {
+        let mut facts = normal_day();
+        fixture::plant_unauthorized(&mut facts, "quiz", 150);
+        let broad = volume::failure_rate_rises(&facts, &DetectorSettings::default());
+        assert!(!broad.is_empty(), "the quiz's failure share rose");
+        let mut facts_with_cells = facts.clone();
+        fixture::plant_reason_cells(&mut facts_with_cells, "quiz", "unauthorized", 150);
+        let findings = detect(&facts_with_cells, &DetectorSettings::default());
+        let quiz: Vec<_> = findings
+            .iter()
+            .filter(|f| f.subject.source.as_deref() == Some("quiz"))
+            .map(|f| f.kind)
+            .collect();
+        assert_eq!(quiz, [FindingKind::UnauthorizedCluster], "{findings:#?}");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! What the baseline never saw: new pages and forms, and duplicates far above it.
 
+use super::stats::interval;
 use super::{Dimension, Draft, baseline_failure_share, capped, confidence, num, subject_of};
 use crate::analyze::facts::{Breakdown, DayFacts, round_to};
 use crate::analyze::finding::{Finding, FindingKind, Severity, Subject};
 use crate::config::DetectorSettings;
+use crate::domain::Reason;
 
 /// Duplicates a surge needs at least, whatever the baseline: a handful is normal noise.
 pub const MIN_SURGE_DUPLICATES: u64 = 5;
@@ -93,6 +95,11 @@ fn new_entry(
             ),
         ],
         window: None,
+        interval: Some(interval(
+            b.failures(),
+            b.attempts,
+            Some(round_to(elevated - t.failure_rate_rise, 4)),
+        )),
     }
     .build()
 }
@@ -109,7 +116,7 @@ pub(super) fn duplicate_surge(facts: &DayFacts, t: &DetectorSettings) -> Vec<Fin
     let per_source: Vec<Finding> = facts
         .source_reasons
         .iter()
-        .filter(|r| r.reason == "duplicate" && !r.source.is_empty())
+        .filter(|r| r.reason == Reason::Duplicate.as_str() && !r.source.is_empty())
         .filter_map(|r| {
             let mean = facts
                 .baseline
@@ -183,6 +190,7 @@ fn surge(
                 ("ratio", super::ratio(d, floor)),
             ],
             window,
+            interval: None,
         }
         .build(),
     )

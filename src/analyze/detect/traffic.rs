@@ -1,5 +1,6 @@
 //! Time-shaped signals: bursts of one client, downstream outage windows, silent sources.
 
+use super::stats::interval;
 use super::{Dimension, Draft, capped, confidence, num, subject_of};
 use crate::analyze::facts::{ClientShape, DayFacts, DownstreamWindow, SourceActivity, round_to};
 use crate::analyze::finding::{Finding, FindingKind, Severity, Subject};
@@ -43,6 +44,7 @@ fn rate_limit_burst(t: &DetectorSettings, c: &ClientShape) -> Finding {
             ("attempts", c.attempts as f64),
         ],
         window,
+        interval: None,
     }
     .build()
 }
@@ -79,44 +81,79 @@ pub(super) fn record_loss(facts: &DayFacts, _t: &DetectorSettings) -> Vec<Findin
             ("missing_share", recording.missing_share),
         ],
         window: None,
+        interval: None,
     };
     vec![finding.build()]
 }
 
-/// DownstreamOutage: a window of downstream failures spanning `outage_min_minutes`.
+/// Failed deliveries a window that crosses a local midnight needs at least: its other
+/// part lies on the neighbouring day, so its span here may be short.
+const CROSSING_MIN_FAILURES: u64 = 2;
+
+/// DownstreamOutage: one finding per run of failed deliveries (no delivery between them)
+/// spanning `outage_min_minutes`, or crossing a local midnight.
 pub(super) fn downstream_outages(facts: &DayFacts, t: &DetectorSettings) -> Vec<Finding> {
     facts
         .delivery
         .downstream_windows
         .iter()
-        .filter(|w| w.span_minutes >= t.outage_min_minutes)
+        .filter(|w| {
+            let crossing = w.from_previous_day || w.into_next_day;
+            w.span_minutes >= t.outage_min_minutes
+                || (crossing && w.timeouts + w.errors >= CROSSING_MIN_FAILURES)
+        })
         .map(|w| downstream_outage(t, w))
         .collect()
 }
 
-/// High when most attempts of the window failed downstream (the CRM was down, not slow)
-/// and there were at least as many failures as minutes required.
+/// High when, by its Wilson interval, most attempts of the window failed downstream (the
+/// CRM was down, not slow) and there were at least as many failures as minutes required.
 fn downstream_outage(t: &DetectorSettings, w: &DownstreamWindow) -> Finding {
     let failures = w.timeouts + w.errors;
-    let strong = w.downstream_failure_share >= 0.5 && failures >= t.outage_min_minutes;
+    let share = interval(failures, w.attempts, None);
+    let strong = share.low >= 0.5 && failures >= t.outage_min_minutes;
+    let mut evidence = vec![
+        ("span_minutes", w.span_minutes as f64),
+        ("minutes_with_failures", w.minutes_with_failures as f64),
+        ("downstream_timeouts", w.timeouts as f64),
+        ("downstream_errors", w.errors as f64),
+        ("attempts", w.attempts as f64),
+        ("downstream_failure_share", w.downstream_failure_share),
+    ];
+    let mut summary = format!(
+        "Delivery failed downstream for {} of {} attempts over {} minutes ({} downstream_timeout, {} downstream_error), with no delivery between the failures",
+        failures, w.attempts, w.span_minutes, w.timeouts, w.errors
+    );
+    if let Some(gap) = w.uncertainty_minutes {
+        evidence.push(("uncertainty_minutes", gap as f64));
+        summary.push_str(&format!(
+            "; the next delivery came {gap} minutes after the last failure"
+        ));
+    }
+    if w.from_previous_day {
+        summary.push_str("; it was already failing at the start of the day");
+    }
+    if w.into_next_day {
+        summary.push_str("; it was still failing at the end of the day");
+    }
+    summary.push('.');
     Draft {
         kind: FindingKind::DownstreamOutage,
         subject: Subject::default(),
-        severity: if strong { Severity::High } else { Severity::Medium },
-        confidence: confidence(w.span_minutes as f64, 2.0 * t.outage_min_minutes as f64, None),
-        summary: format!(
-            "Delivery failed downstream for {} of {} attempts over {} minutes ({} downstream_timeout, {} downstream_error).",
-            failures, w.attempts, w.span_minutes, w.timeouts, w.errors
+        severity: if strong {
+            Severity::High
+        } else {
+            Severity::Medium
+        },
+        confidence: confidence(
+            w.span_minutes as f64,
+            2.0 * t.outage_min_minutes as f64,
+            None,
         ),
-        evidence: vec![
-            ("span_minutes", w.span_minutes as f64),
-            ("minutes_with_failures", w.minutes_with_failures as f64),
-            ("downstream_timeouts", w.timeouts as f64),
-            ("downstream_errors", w.errors as f64),
-            ("attempts", w.attempts as f64),
-            ("downstream_failure_share", w.downstream_failure_share),
-        ],
+        summary,
+        evidence,
         window: Some((w.start.clone(), w.end.clone())),
+        interval: Some(share),
     }
     .build()
 }
@@ -170,6 +207,7 @@ fn silent_source(facts: &DayFacts, t: &DetectorSettings, a: &SourceActivity) -> 
                 ("attempts_today", a.attempts as f64),
             ],
             window: Some((silence.start.clone(), silence.end.clone())),
+            interval: None,
         }
         .build(),
     )

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use super::stats::interval;
 use super::{Dimension, Draft, capped, confidence, num, ratio, subject_of};
 use crate::analyze::facts::{BaselineVolume, Breakdown, DayFacts, round_to};
 use crate::analyze::finding::{Finding, FindingKind, Severity, Subject};
@@ -93,6 +94,7 @@ fn volume_change(
                 ("ratio", change),
             ],
             window: None,
+            interval: None,
         }
         .build(),
     )
@@ -164,6 +166,7 @@ fn failure_rate_rise(
                 ("rise", rise),
             ],
             window: None,
+            interval: Some(interval(today.failures(), today.attempts, Some(base.failure_share))),
         }
         .build(),
     )
@@ -254,6 +257,7 @@ fn latency_regression(
                 ("ratio", change),
             ],
             window: None,
+            interval: None,
         }
         .build(),
     )

@@ -1,6 +1,7 @@
 //! Folding grouped rows into facts.
 
 use super::*;
+use crate::domain::{Outcome, Reason};
 
 /// A fraction rounded to 4 places; 0 when there is nothing to divide by.
 pub fn rate(part: u64, whole: u64) -> f64 {
@@ -31,8 +32,8 @@ impl Tally {
     pub(super) fn add(&mut self, row: &GroupRow) {
         self.attempts += row.attempts;
         match row.outcome.as_str() {
-            "accepted" => self.accepted += row.attempts,
-            "failed" => self.failed += row.attempts,
+            o if o == Outcome::Accepted.as_str() => self.accepted += row.attempts,
+            o if o == Outcome::Failed.as_str() => self.failed += row.attempts,
             _ => self.rejected += row.attempts,
         }
         if !row.reason.is_empty() {
@@ -167,7 +168,7 @@ pub(super) fn source_reasons(clock: &DayClock, rows: &[GroupRow]) -> Vec<SourceR
 pub(super) fn invalid_fields_by_page(clock: &DayClock, rows: &[GroupRow]) -> Vec<PageField> {
     let pages = tally_by(rows, |r| Some(r.page.clone()));
     let pairs = tally_by(rows, |r| {
-        (r.reason == "invalid_field").then(|| (r.page.clone(), r.field.clone()))
+        (r.reason == Reason::InvalidField.as_str()).then(|| (r.page.clone(), r.field.clone()))
     });
     let mut list: Vec<PageField> = pairs
         .into_iter()
@@ -314,63 +315,6 @@ pub(super) fn client_shape(clock: &DayClock, c: &ClientRow) -> ClientShape {
     }
 }
 
-pub(super) fn downstream_windows(clock: &DayClock, minutes: &[MinuteRow]) -> Vec<DownstreamWindow> {
-    let failing: Vec<&MinuteRow> = minutes
-        .iter()
-        .filter(|m| m.downstream_timeouts + m.downstream_errors > 0)
-        .collect();
-    let mut runs: Vec<Vec<&MinuteRow>> = Vec::new();
-    for m in failing {
-        match runs.last_mut() {
-            Some(run)
-                if run.last().is_some_and(|prev| {
-                    m.minute - prev.minute <= 60 * (DOWNSTREAM_GAP_MINUTES + 1)
-                }) =>
-            {
-                run.push(m)
-            }
-            _ => runs.push(vec![m]),
-        }
-    }
-    runs.iter()
-        .filter_map(|run| {
-            Some(downstream_window(
-                clock,
-                minutes,
-                run.first()?.minute,
-                run.last()?.minute,
-                run,
-            ))
-        })
-        .collect()
-}
-
-pub(super) fn downstream_window(
-    clock: &DayClock,
-    minutes: &[MinuteRow],
-    first: i64,
-    last: i64,
-    run: &[&MinuteRow],
-) -> DownstreamWindow {
-    let timeouts = run.iter().map(|m| m.downstream_timeouts).sum();
-    let errors = run.iter().map(|m| m.downstream_errors).sum();
-    let attempts = minutes
-        .iter()
-        .filter(|m| (first..=last).contains(&m.minute))
-        .map(|m| m.attempts)
-        .sum();
-    DownstreamWindow {
-        start: clock.show_secs(first),
-        end: clock.show_secs(last + 60),
-        span_minutes: u64::try_from((last - first) / 60 + 1).unwrap_or(0),
-        minutes_with_failures: run.len() as u64,
-        timeouts,
-        errors,
-        attempts,
-        downstream_failure_share: rate(timeouts + errors, attempts),
-    }
-}
-
 pub(super) fn source_activity(
     clock: &DayClock,
     groups: &[GroupRow],
@@ -467,7 +411,7 @@ pub(super) fn submitters_facts(row: SubmitterRow, groups: &[GroupRow]) -> Submit
         retries_after_failure: row.retries_after_failure,
         duplicate_attempts: groups
             .iter()
-            .filter(|g| g.reason == "duplicate")
+            .filter(|g| g.reason == Reason::Duplicate.as_str())
             .map(|g| g.attempts)
             .sum(),
         submitters_with_duplicates: row.submitters_with_duplicates,

@@ -14,24 +14,25 @@ use chrono::{
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+mod cells;
 mod clock;
 mod fold;
+mod outage;
 mod sql;
 #[cfg(test)]
 mod tests;
 
+pub use cells::{Cell, CellValues, Cells};
 use clock::*;
 use fold::*;
 pub use fold::{rate, round_to};
+use outage::downstream_windows;
 use sql::*;
 
 /// Attempts from one submitter in a day from which it counts as high activity.
 pub const HIGH_ACTIVITY_ATTEMPTS: u64 = 10;
 /// High-activity submitters listed at most (the busiest first).
 const HIGH_ACTIVITY_LISTED: u32 = 20;
-/// Minutes without downstream failures that may sit inside one downstream window: with
-/// sparse traffic a minute without any attempt says nothing about the CRM being back.
-pub const DOWNSTREAM_GAP_MINUTES: i64 = 1;
 /// Reasons listed per breakdown entry.
 const TOP_REASONS: usize = 3;
 
@@ -93,6 +94,9 @@ pub struct DayFacts {
     /// before the reconciliation existed).
     #[serde(default)]
     pub recording: super::recording::Recording,
+    /// Per-hour cells of every column, for the generic detectors; not serialised.
+    #[serde(skip)]
+    pub cells: Cells,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,22 +309,42 @@ pub struct DeliveryCount {
     pub count: u64,
 }
 
-/// Minutes with `downstream_timeout`/`downstream_error`, merged when at most
-/// `DOWNSTREAM_GAP_MINUTES` quiet minutes lie between them.
+/// A run of failed deliveries (`downstream_timeout`/`downstream_error`) with no
+/// successful delivery between them, however far apart: with sparse traffic an empty
+/// quarter hour says nothing about the CRM being back, a delivered lead does. The day's
+/// part of it when it crosses a local midnight.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DownstreamWindow {
-    /// Start of the first minute with a downstream failure.
+    /// The first failed delivery (or the day's start when the CRM was already failing).
     pub start: String,
-    /// End of the last such minute (exclusive).
+    /// The last failed delivery (or the day's end when it was still failing).
     pub end: String,
+    /// Whole minutes from start to end, rounded up (at least 1).
     pub span_minutes: u64,
     pub minutes_with_failures: u64,
     pub timeouts: u64,
     pub errors: u64,
-    /// All attempts in the window, whatever their outcome.
+    /// All attempts in the window's minutes, whatever their outcome.
     pub attempts: u64,
     /// (timeouts + errors) / attempts.
     pub downstream_failure_share: f64,
+    /// The last successful delivery before the window, if any (the day before included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery_before: Option<String>,
+    /// The first successful delivery after it, if any (the day after included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_delivery_after: Option<String>,
+    /// Minutes from the last failure to the next delivery (rounded up): the CRM came back
+    /// somewhere in that gap. Absent when no delivery followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncertainty_minutes: Option<u64>,
+    /// The CRM was already failing at the day's local midnight (the window began the day
+    /// before; this is the day's part).
+    #[serde(default)]
+    pub from_previous_day: bool,
+    /// The CRM was still failing at the day's end (it goes on the next day).
+    #[serde(default)]
+    pub into_next_day: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -420,11 +444,14 @@ pub async fn compute(
                 source,
             })
     };
-    let (base_volume, base_hourly, base_pages, recording) = tokio::try_join!(
+    let (base_volume, base_hourly, base_pages, recording, edges, hour_cells, base_cells) = tokio::try_join!(
         fetch_baseline_volume(client, &base),
         fetch_baseline_hourly(client, &base),
         fetch_baseline_pages(client, &base),
         recording,
+        fetch_delivery_edges(client, &clock, query.service.as_deref()),
+        fetch_hour_cells(client, &day, clock.start),
+        fetch_baseline_cells(client, &base),
     )?;
     let baseline = build_baseline(query, &clock, &base_volume, &base_pages, &latency);
     let totals = totals(&groups);
@@ -449,8 +476,9 @@ pub async fn compute(
         submitters: submitters_facts(submitters, &groups),
         delivery: Delivery {
             attempts_distribution: delivery,
-            downstream_windows: downstream_windows(&clock, &minutes),
+            downstream_windows: downstream_windows(&clock, &minutes, edges),
         },
+        cells: cells::cells(&clock, &hour_cells, &base_cells, &groups),
         baseline,
         totals,
         recording,

@@ -164,20 +164,80 @@ pub(super) struct MinuteRow {
     pub(super) downstream_errors: u64,
     pub(super) first_ms: i64,
     pub(super) last_ms: i64,
+    /// Attempts accepted after a successful delivery: the evidence the CRM answered.
+    pub(super) delivered: u64,
+    /// First and last downstream failure and delivery of the minute (0 when none).
+    pub(super) downstream_first_ms: i64,
+    pub(super) downstream_last_ms: i64,
+    pub(super) delivered_first_ms: i64,
+    pub(super) delivered_last_ms: i64,
 }
+
+/// An attempt that reached the CRM and was delivered.
+const DELIVERED: &str = "outcome = 'accepted' AND delivery_attempts > 0";
+/// An attempt whose delivery failed or timed out.
+const DOWNSTREAM_FAILED: &str = "reason IN ('downstream_timeout', 'downstream_error')";
 
 pub(super) async fn fetch_minutes(
     client: &clickhouse::Client,
     day: &Scope<'_>,
 ) -> Result<Vec<MinuteRow>, FactsError> {
-    let sql = "SELECT toInt64(intDiv(toUnixTimestamp64Milli(event_time), 60000) * 60) AS minute, \
-               toUInt64(count()) AS attempts, toUInt64(countIf(outcome != 'accepted')) AS failures, \
-               toUInt64(countIf(reason = 'downstream_timeout')) AS downstream_timeouts, \
-               toUInt64(countIf(reason = 'downstream_error')) AS downstream_errors, \
-               toInt64(min(toUnixTimestamp64Milli(event_time))) AS first_ms, \
-               toInt64(max(toUnixTimestamp64Milli(event_time))) AS last_ms \
-               FROM lead_submissions WHERE {filter} GROUP BY minute ORDER BY minute";
-    fetch(day.query(client, sql), "attempts per minute").await
+    let sql = format!(
+        "SELECT toInt64(intDiv(toUnixTimestamp64Milli(event_time), 60000) * 60) AS minute, \
+         toUInt64(count()) AS attempts, toUInt64(countIf(outcome != 'accepted')) AS failures, \
+         toUInt64(countIf(reason = 'downstream_timeout')) AS downstream_timeouts, \
+         toUInt64(countIf(reason = 'downstream_error')) AS downstream_errors, \
+         toInt64(min(toUnixTimestamp64Milli(event_time))) AS first_ms, \
+         toInt64(max(toUnixTimestamp64Milli(event_time))) AS last_ms, \
+         toUInt64(countIf({DELIVERED})) AS delivered, \
+         toInt64(minIf(toUnixTimestamp64Milli(event_time), {DOWNSTREAM_FAILED})) AS downstream_first_ms, \
+         toInt64(maxIf(toUnixTimestamp64Milli(event_time), {DOWNSTREAM_FAILED})) AS downstream_last_ms, \
+         toInt64(minIf(toUnixTimestamp64Milli(event_time), {DELIVERED})) AS delivered_first_ms, \
+         toInt64(maxIf(toUnixTimestamp64Milli(event_time), {DELIVERED})) AS delivered_last_ms \
+         FROM lead_submissions WHERE {{filter}} GROUP BY minute ORDER BY minute"
+    );
+    fetch(day.query(client, &sql), "attempts per minute").await
+}
+
+/// The delivery nearest to one edge of the day, outside it: whether the CRM was failing
+/// when the day began or when it ended.
+#[derive(Debug, Clone, Copy, clickhouse::Row, Deserialize)]
+pub(super) struct EdgeRow {
+    pub(super) at_ms: i64,
+    pub(super) failed: u8,
+}
+
+/// How far outside the day the edge deliveries are looked for.
+const EDGE_HOURS: i64 = 24;
+
+/// The last delivery outcome before the day and the first after it, each one row at most.
+pub(super) async fn fetch_delivery_edges(
+    client: &clickhouse::Client,
+    clock: &DayClock,
+    service: Option<&str>,
+) -> Result<(Option<EdgeRow>, Option<EdgeRow>), FactsError> {
+    let edge = TimeDelta::hours(EDGE_HOURS);
+    let before = Scope::new(clock, clock.start - edge, clock.start, service);
+    let after = Scope::new(clock, clock.end, clock.end + edge, service);
+    let sql = |order: &str| {
+        format!(
+            "SELECT toInt64(toUnixTimestamp64Milli(event_time)) AS at_ms, \
+             toUInt8({DOWNSTREAM_FAILED}) AS failed FROM lead_submissions \
+             WHERE {{filter}} AND (({DELIVERED}) OR {DOWNSTREAM_FAILED}) \
+             ORDER BY event_time {order} LIMIT 1"
+        )
+    };
+    let (before, after) = tokio::try_join!(
+        fetch::<EdgeRow>(
+            before.query(client, &sql("DESC")),
+            "the last delivery before the day"
+        ),
+        fetch::<EdgeRow>(
+            after.query(client, &sql("ASC")),
+            "the first delivery after the day"
+        ),
+    )?;
+    Ok((before.into_iter().next(), after.into_iter().next()))
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -356,4 +416,67 @@ pub(super) async fn fetch_baseline_pages(
     let sql = "SELECT toString(page) AS page, toString(form_id) AS form_id \
                FROM lead_submissions_15m WHERE {filter} GROUP BY page, form_id";
     fetch(base.rollup_query(client, sql), "the baseline's pages").await
+}
+
+/// Attempts per hour of the day and every closed-set column but the client: the series
+/// the gradual-change and what-changed detectors fold per subject.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+pub(super) struct HourCellRow {
+    pub(super) hour_index: i64,
+    pub(super) source: String,
+    pub(super) endpoint: String,
+    pub(super) page: String,
+    pub(super) form_id: String,
+    pub(super) outcome: String,
+    pub(super) reason: String,
+    pub(super) field: String,
+    pub(super) attempts: u64,
+}
+
+pub(super) async fn fetch_hour_cells(
+    client: &clickhouse::Client,
+    day: &Scope<'_>,
+    day_start: DateTime<Utc>,
+) -> Result<Vec<HourCellRow>, FactsError> {
+    let sql = format!(
+        "SELECT toInt64(intDiv(toUnixTimestamp64Milli(event_time) - {}, 3600000)) AS hour_index, \
+         toString(source) AS source, toString(endpoint) AS endpoint, toString(page) AS page, \
+         toString(form_id) AS form_id, toString(outcome) AS outcome, toString(reason) AS reason, \
+         toString(field) AS field, toUInt64(count()) AS attempts \
+         FROM lead_submissions WHERE {{filter}} \
+         GROUP BY hour_index, source, endpoint, page, form_id, outcome, reason, field",
+        day_start.timestamp_millis()
+    );
+    fetch(day.query(client, &sql), "attempts per hour and subject").await
+}
+
+/// The baseline's attempts per local clock hour and closed-set column (the rollup has
+/// no field).
+#[derive(Debug, clickhouse::Row, Deserialize)]
+pub(super) struct BaselineCellRow {
+    pub(super) local_hour: u8,
+    pub(super) source: String,
+    pub(super) endpoint: String,
+    pub(super) page: String,
+    pub(super) form_id: String,
+    pub(super) outcome: String,
+    pub(super) reason: String,
+    pub(super) attempts: u64,
+}
+
+pub(super) async fn fetch_baseline_cells(
+    client: &clickhouse::Client,
+    base: &Scope<'_>,
+) -> Result<Vec<BaselineCellRow>, FactsError> {
+    let sql = "SELECT toUInt8(toHour(bucket, {tz})) AS local_hour, toString(source) AS source, \
+               toString(endpoint) AS endpoint, toString(page) AS page, \
+               toString(form_id) AS form_id, toString(outcome) AS outcome, \
+               toString(reason) AS reason, toUInt64(sum(submissions)) AS attempts \
+               FROM lead_submissions_15m WHERE {filter} \
+               GROUP BY local_hour, source, endpoint, page, form_id, outcome, reason";
+    fetch(
+        base.rollup_query(client, sql),
+        "the baseline's attempts per hour and subject",
+    )
+    .await
 }

@@ -492,6 +492,7 @@ mod tests {
             summary: "42 attempts from client=partner-eu-2 used the key of source=quiz.".into(),
             evidence: BTreeMap::from([("attempts".to_owned(), 42.0)]),
             window: Some(("2024-05-01T14:05:00Z".into(), "2024-05-01T14:20:00Z".into())),
+            interval: None,
         }
     }
 
