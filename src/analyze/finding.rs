@@ -5,79 +5,40 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FindingKind {
-    /// A source or endpoint received far fewer attempts than its baseline.
-    VolumeDrop,
-    /// A source or endpoint received far more attempts than its baseline.
-    VolumeSpike,
-    /// A source or endpoint failed (rejected + failed) far more often than its baseline.
-    FailureRateRise,
-    /// Most of the day's failures sit on one source, page or field.
-    FailureConcentration,
-    /// Valid keys used for the wrong source: a deployment carries a sibling's key.
-    KeyMismatchCluster,
-    /// Many attempts with missing, unknown, wrong or rotated keys.
-    UnauthorizedCluster,
-    /// One client sent a burst that the rate limit cut off.
-    RateLimitBurst,
-    /// A window of minutes in which delivery to the CRM failed or timed out.
-    DownstreamOutage,
-    /// A source that always had traffic had none for hours.
-    SilentSource,
-    /// A page or form with traffic today that the baseline never saw.
-    NewPage,
-    /// Duplicates far above the baseline.
-    DuplicateSurge,
-    /// p95 submission latency far above the baseline.
-    LatencyRegression,
-    /// Attempts the service counted that are missing from the record (lost in transit).
-    RecordLoss,
-    /// A subject's hourly failure share rose through the day (a trend, not one hour).
-    GradualFailureRise,
-    /// A value of some dimension whose failure share rose far above its baseline's,
-    /// found by comparing every dimension (no hand-written detector knows it).
-    FailureShift,
-}
-
-impl FindingKind {
-    pub const ALL: [FindingKind; 15] = [
-        FindingKind::VolumeDrop,
-        FindingKind::VolumeSpike,
-        FindingKind::FailureRateRise,
-        FindingKind::FailureConcentration,
-        FindingKind::KeyMismatchCluster,
-        FindingKind::UnauthorizedCluster,
-        FindingKind::RateLimitBurst,
-        FindingKind::DownstreamOutage,
-        FindingKind::SilentSource,
-        FindingKind::NewPage,
-        FindingKind::DuplicateSurge,
-        FindingKind::LatencyRegression,
-        FindingKind::RecordLoss,
-        FindingKind::GradualFailureRise,
-        FindingKind::FailureShift,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FindingKind::VolumeDrop => "volume_drop",
-            FindingKind::VolumeSpike => "volume_spike",
-            FindingKind::FailureRateRise => "failure_rate_rise",
-            FindingKind::FailureConcentration => "failure_concentration",
-            FindingKind::KeyMismatchCluster => "key_mismatch_cluster",
-            FindingKind::UnauthorizedCluster => "unauthorized_cluster",
-            FindingKind::RateLimitBurst => "rate_limit_burst",
-            FindingKind::DownstreamOutage => "downstream_outage",
-            FindingKind::SilentSource => "silent_source",
-            FindingKind::NewPage => "new_page",
-            FindingKind::DuplicateSurge => "duplicate_surge",
-            FindingKind::LatencyRegression => "latency_regression",
-            FindingKind::RecordLoss => "record_loss",
-            FindingKind::GradualFailureRise => "gradual_failure_rise",
-            FindingKind::FailureShift => "failure_shift",
-        }
+crate::closed_set! {
+    #[derive(PartialOrd, Ord)]
+    pub enum FindingKind {
+        /// A source or endpoint received far fewer attempts than its baseline.
+        VolumeDrop,
+        /// A source or endpoint received far more attempts than its baseline.
+        VolumeSpike,
+        /// A source or endpoint failed (rejected + failed) far more often than its baseline.
+        FailureRateRise,
+        /// Most of the day's failures sit on one source, page or field.
+        FailureConcentration,
+        /// Valid keys used for the wrong source: a deployment carries a sibling's key.
+        KeyMismatchCluster,
+        /// Many attempts with missing, unknown, wrong or rotated keys.
+        UnauthorizedCluster,
+        /// One client sent a burst that the rate limit cut off.
+        RateLimitBurst,
+        /// A window of minutes in which delivery to the CRM failed or timed out.
+        DownstreamOutage,
+        /// A source that always had traffic had none for hours.
+        SilentSource,
+        /// A page or form with traffic today that the baseline never saw.
+        NewPage,
+        /// Duplicates far above the baseline.
+        DuplicateSurge,
+        /// p95 submission latency far above the baseline.
+        LatencyRegression,
+        /// Attempts the service counted that are missing from the record (lost in transit).
+        RecordLoss,
+        /// A subject's hourly failure share rose through the day (a trend, not one hour).
+        GradualFailureRise,
+        /// A value of some dimension whose failure share rose far above its baseline's,
+        /// found by comparing every dimension (no hand-written detector knows it).
+        FailureShift,
     }
 }
 
@@ -113,44 +74,22 @@ pub struct Subject {
     pub outcome: Option<String>,
 }
 
-/// The dimensions a submission record has, each a closed set or an id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Dimension {
-    Source,
-    Endpoint,
-    Page,
-    Form,
-    Client,
-    Field,
-    Reason,
-    Outcome,
+crate::closed_set! {
+    /// The dimensions a submission record has, each a closed set or an id.
+    #[derive(PartialOrd, Ord)]
+    pub enum Dimension {
+        Source,
+        Endpoint,
+        Page,
+        Form,
+        Client,
+        Field,
+        Reason,
+        Outcome,
+    }
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 8] = [
-        Dimension::Source,
-        Dimension::Endpoint,
-        Dimension::Page,
-        Dimension::Form,
-        Dimension::Client,
-        Dimension::Field,
-        Dimension::Reason,
-        Dimension::Outcome,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Dimension::Source => "source",
-            Dimension::Endpoint => "endpoint",
-            Dimension::Page => "page",
-            Dimension::Form => "form",
-            Dimension::Client => "client",
-            Dimension::Field => "field",
-            Dimension::Reason => "reason",
-            Dimension::Outcome => "outcome",
-        }
-    }
-
     /// A subject naming one value of this dimension.
     pub fn subject(self, value: &str) -> Subject {
         let value = Some(value.to_owned());

@@ -13,6 +13,7 @@
 //!   is redacted and they have no `Display`; rejection messages never echo submitted
 //!   values; an email leaves the process only as a keyed [`SubmitterHash`].
 
+pub mod closed_set;
 pub mod fields;
 pub mod lead;
 pub mod outcome;

@@ -5,123 +5,70 @@
 //! statuses and the OpenAPI spec can only ever use the values listed here; dashboards and
 //! the daily analysis group by them, so an ad-hoc string would be a silent new series.
 
-use std::fmt;
-
-/// Gives a closed set, declared once with the strum derives, its `ALL` list, its wire
-/// name and `Display`: the variant list and the spelling cannot drift from the enum.
-macro_rules! closed_set {
-    ($($set:ident),+ $(,)?) => {$(
-        impl $set {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$set] = <$set as strum::VariantArray>::VARIANTS;
-
-            /// The wire and telemetry name (`lead.outcome`, `lead.reason`, `lead.field`):
-            /// the variant in snake_case, the same as serde and the OpenAPI spec write it.
-            pub fn as_str(self) -> &'static str {
-                self.into()
-            }
-        }
-
-        impl fmt::Display for $set {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    )+};
-}
-
-closed_set!(Outcome, Reason, Field);
-
 /// HTTP status of an accepted lead. `Outcome::Accepted` carries no [`Reason`], so its
 /// status lives here rather than in [`Reason::http_status`].
 pub const ACCEPTED_STATUS: u16 = 201;
 
-/// How a submission attempt ended.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    poem_openapi::Enum,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-    strum::EnumMessage,
-)]
-#[serde(rename_all = "snake_case")]
-#[oai(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Outcome {
-    /// The lead was valid, new and handed on; the response is 201.
-    Accepted,
-    /// The client's request was refused (bad payload, credentials, limits, duplicate);
-    /// retrying the same request will not help.
-    Rejected,
-    /// The service or a downstream system failed; the same request may succeed later.
-    Failed,
+crate::closed_set! {
+    /// How a submission attempt ended.
+    #[derive(poem_openapi::Enum)]
+    #[oai(rename_all = "snake_case")]
+    pub enum Outcome {
+        /// The lead was valid, new and handed on; the response is 201.
+        Accepted,
+        /// The client's request was refused (bad payload, credentials, limits, duplicate);
+        /// retrying the same request will not help.
+        Rejected,
+        /// The service or a downstream system failed; the same request may succeed later.
+        Failed,
+    }
 }
 
-/// Why an attempt was not accepted.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    poem_openapi::Enum,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-    strum::EnumMessage,
-)]
-#[serde(rename_all = "snake_case")]
-#[oai(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Reason {
-    /// The body is not valid UTF-8 or JSON (or form encoding), is not an object, has an
-    /// unknown field while unknown fields are rejected, or the batch is empty or too long.
-    InvalidPayload,
-    /// A field is missing, has the wrong type or a value that does not parse; `field`
-    /// names it.
-    InvalidField,
-    /// The `Content-Type` is not one this endpoint accepts.
-    UnsupportedMediaType,
-    /// The body is larger than the configured limit.
-    PayloadTooLarge,
-    /// No API key, or a key that matches no configured key.
-    Unauthorized,
-    /// The API key is valid but belongs to a different source than the lead names.
-    SourceKeyMismatch,
-    /// The source exists but is disabled in the configuration.
-    SourceDisabled,
-    /// The form id of `POST /v1/forms/{form_id}` is not configured.
-    UnknownForm,
-    /// The client (API key or address) exceeded its rate limit.
-    RateLimited,
-    /// The request body did not arrive within `http.body_read_timeout_ms`.
-    RequestTimeout,
-    /// The client closed the connection before the attempt ended (never answered; 499
-    /// is only the recorded status, as nginx records it).
-    ClientClosed,
-    /// The same submitter already sent a lead from this source and page within the
-    /// deduplication window.
-    Duplicate,
-    /// The downstream delivery did not answer in time.
-    DownstreamTimeout,
-    /// The downstream delivery answered with an error.
-    DownstreamError,
-    /// A bug or an unavailable dependency inside the service.
-    InternalError,
-    /// The service was at its in-flight request limit (`http.max_in_flight`).
-    Overloaded,
-    /// The shared state (Redis, `state.url`) did not answer, so whether the lead is a
-    /// duplicate cannot be known; nothing was delivered.
-    StateUnavailable,
+crate::closed_set! {
+    /// Why an attempt was not accepted.
+    #[derive(poem_openapi::Enum)]
+    #[oai(rename_all = "snake_case")]
+    pub enum Reason {
+        /// The body is not valid UTF-8 or JSON (or form encoding), is not an object, has an
+        /// unknown field while unknown fields are rejected, or the batch is empty or too long.
+        InvalidPayload,
+        /// A field is missing, has the wrong type or a value that does not parse; `field`
+        /// names it.
+        InvalidField,
+        /// The `Content-Type` is not one this endpoint accepts.
+        UnsupportedMediaType,
+        /// The body is larger than the configured limit.
+        PayloadTooLarge,
+        /// No API key, or a key that matches no configured key.
+        Unauthorized,
+        /// The API key is valid but belongs to a different source than the lead names.
+        SourceKeyMismatch,
+        /// The source exists but is disabled in the configuration.
+        SourceDisabled,
+        /// The form id of `POST /v1/forms/{form_id}` is not configured.
+        UnknownForm,
+        /// The client (API key or address) exceeded its rate limit.
+        RateLimited,
+        /// The request body did not arrive within `http.body_read_timeout_ms`.
+        RequestTimeout,
+        /// The client closed the connection before the attempt ended (never answered; 499
+        /// is only the recorded status, as nginx records it).
+        ClientClosed,
+        /// The same submitter already sent a lead from this source and page within the
+        /// deduplication window.
+        Duplicate,
+        /// The downstream delivery did not answer in time.
+        DownstreamTimeout,
+        /// The downstream delivery answered with an error.
+        DownstreamError,
+        /// A bug or an unavailable dependency inside the service.
+        InternalError,
+        /// The service was at its in-flight request limit (`http.max_in_flight`).
+        Overloaded,
+        /// The shared state (Redis, `state.url`) did not answer, so whether the lead is a
+        /// duplicate cannot be known; nothing was delivered.
+        StateUnavailable,
+    }
 }
 
 impl Reason {
@@ -175,49 +122,38 @@ impl Reason {
     }
 }
 
-/// A field of the lead API, the value of the `lead.field` attribute on invalid_field.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    poem_openapi::Enum,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-    strum::EnumMessage,
-)]
-#[serde(rename_all = "snake_case")]
-#[oai(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Field {
-    /// The submitter's name.
-    Name,
-    /// The submitter's email address.
-    Email,
-    /// The submitter's phone number.
-    Phone,
-    /// The submitter's company.
-    Company,
-    /// The lead source (a configured source name).
-    Source,
-    /// The page path the lead was submitted on.
-    Page,
-    /// The submitter's consent flag.
-    Consent,
-    /// The UTM campaign parameters (`utm` object or `utm_*` form fields).
-    Utm,
-    /// The client-stated submission time.
-    SubmittedAt,
-    /// The `leads` array of a batch.
-    Leads,
+crate::closed_set! {
+    /// A field of the lead API, the value of the `lead.field` attribute on invalid_field.
+    #[derive(poem_openapi::Enum)]
+    #[oai(rename_all = "snake_case")]
+    pub enum Field {
+        /// The submitter's name.
+        Name,
+        /// The submitter's email address.
+        Email,
+        /// The submitter's phone number.
+        Phone,
+        /// The submitter's company.
+        Company,
+        /// The lead source (a configured source name).
+        Source,
+        /// The page path the lead was submitted on.
+        Page,
+        /// The submitter's consent flag.
+        Consent,
+        /// The UTM campaign parameters (`utm` object or `utm_*` form fields).
+        Utm,
+        /// The client-stated submission time.
+        SubmittedAt,
+        /// The `leads` array of a batch.
+        Leads,
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fmt;
+
     use super::*;
 
     #[test]

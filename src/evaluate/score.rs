@@ -79,21 +79,28 @@ pub fn explaining_kinds(kind: IncidentKind) -> &'static [FindingKind] {
             F::UnauthorizedCluster,
             F::FailureRateRise,
             F::FailureConcentration,
+            F::FailureShift,
         ],
         IncidentKind::ForeignKey => &[
             F::KeyMismatchCluster,
             F::FailureRateRise,
             F::FailureConcentration,
+            F::FailureShift,
         ],
-        IncidentKind::BrokenField | IncidentKind::NewPage | IncidentKind::RenamedForm => {
-            &[F::FailureConcentration, F::FailureRateRise, F::NewPage]
-        }
+        IncidentKind::BrokenField | IncidentKind::NewPage | IncidentKind::RenamedForm => &[
+            F::FailureConcentration,
+            F::FailureRateRise,
+            F::NewPage,
+            F::GradualFailureRise,
+            F::FailureShift,
+        ],
         IncidentKind::BotBurst => &[F::RateLimitBurst, F::VolumeSpike, F::FailureRateRise],
         IncidentKind::CrmDown | IncidentKind::CrmSlow => &[
             F::DownstreamOutage,
             F::FailureRateRise,
             F::FailureConcentration,
             F::LatencyRegression,
+            F::FailureShift,
         ],
         IncidentKind::SourceSilent => &[F::SilentSource, F::VolumeDrop],
         IncidentKind::DuplicateSurge => &[
@@ -389,6 +396,7 @@ mod tests {
             summary: kind.as_str().to_owned(),
             evidence: BTreeMap::new(),
             window: window.map(|(from, to)| (at(from, 0).to_rfc3339(), at(to, 0).to_rfc3339())),
+            interval: None,
         }
     }
 

@@ -54,7 +54,7 @@ fn whole(
         return None;
     }
     let strong = b.failure_share >= 0.5 && b.failures() >= t.min_attempts;
-    let label = dimension.label();
+    let label = dimension.as_str();
     Some(
         Draft {
             kind: FindingKind::FailureConcentration,

@@ -197,7 +197,7 @@ fn gradual_rise(
     } else {
         Severity::Medium
     };
-    let label = s.dimension.label();
+    let label = s.dimension.as_str();
     let share_before = rate(before_failures, before_attempts);
     let draft = Draft {
         kind: FindingKind::GradualFailureRise,

@@ -79,7 +79,7 @@ fn new_entry(
         ),
         summary: format!(
             "{} {} had {} attempts and none in the {} baseline days; its failure share was {}.",
-            dimension.label(),
+            dimension.as_str(),
             b.name,
             b.attempts,
             facts.baseline.days_with_data,

@@ -31,7 +31,7 @@ pub(super) fn failure_shifts(facts: &DayFacts, t: &DetectorSettings) -> Vec<Cand
     if facts.baseline.days_with_data == 0 {
         return Vec::new();
     }
-    let tested: Vec<Tested> = failing_subjects(facts, &Dimension::ALL)
+    let tested: Vec<Tested> = failing_subjects(facts, Dimension::ALL)
         .into_iter()
         .filter_map(|s| tested(facts, s))
         .collect();
@@ -88,7 +88,7 @@ fn shift(facts: &DayFacts, t: &DetectorSettings, x: &Tested) -> Option<(f64, Can
     } else {
         Severity::Medium
     };
-    let label = x.subject.dimension.label();
+    let label = x.subject.dimension.as_str();
     let of = if own_attempts(x.subject.dimension) {
         "its attempts"
     } else {

@@ -130,7 +130,8 @@ fn pattern(f: &Finding) -> Option<Pattern> {
         | FindingKind::RecordLoss => return None,
     };
     let pairs = Dimension::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .filter_map(|d| Some((d, f.subject.value(d)?.to_owned())))
         .collect();
     Some(Pattern { pairs, reasons })

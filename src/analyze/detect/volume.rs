@@ -74,7 +74,7 @@ fn volume_change(
     } else {
         return None;
     };
-    let label = dimension.label();
+    let label = dimension.as_str();
     Some(
         Draft {
             kind,
@@ -143,7 +143,7 @@ fn failure_rate_rise(
     } else {
         Severity::Medium
     };
-    let label = dimension.label();
+    let label = dimension.as_str();
     Some(
         Draft {
             kind: FindingKind::FailureRateRise,

@@ -420,8 +420,8 @@ pub async fn compute(
     now: DateTime<Utc>,
 ) -> Result<DayFacts, FactsError> {
     let clock = DayClock::new(query, now)?;
-    let day = Scope::new(&clock, clock.start, clock.end, query.service.as_deref());
-    let base = Scope::new(
+    let day = SqlScope::new(&clock, clock.start, clock.end, query.service.as_deref());
+    let base = SqlScope::new(
         &clock,
         clock.baseline_start,
         clock.start,

@@ -1,16 +1,16 @@
-//! SQL: every query gets its time filter (and the service filter) from a Scope.
+//! SQL: every query gets its time filter (and the service filter) from a SqlScope.
 
 use super::*;
 
 /// A UTC range [from, to) and the optional service, as a WHERE clause.
-pub(super) struct Scope<'a> {
+pub(super) struct SqlScope<'a> {
     pub(super) from: i64,
     pub(super) to: i64,
     pub(super) service: Option<&'a str>,
     pub(super) tz: &'static str,
 }
 
-impl<'a> Scope<'a> {
+impl<'a> SqlScope<'a> {
     pub(super) fn new(
         clock: &DayClock,
         from: DateTime<Utc>,
@@ -32,7 +32,7 @@ impl<'a> Scope<'a> {
         self.query_on("event_time", client, sql)
     }
 
-    /// [`Scope::query`] for the quarter-hour rollups: scopes start and end on local
+    /// [`SqlScope::query`] for the quarter-hour rollups: scopes start and end on local
     /// midnights, which are always bucket boundaries.
     pub(super) fn rollup_query(
         &self,
@@ -97,7 +97,7 @@ pub(super) struct GroupRow {
 
 pub(super) async fn fetch_groups(
     client: &clickhouse::Client,
-    day: &Scope<'_>,
+    day: &SqlScope<'_>,
 ) -> Result<Vec<GroupRow>, FactsError> {
     let sql = "SELECT toString(source) AS source, toString(endpoint) AS endpoint, \
                toString(page) AS page, toString(form_id) AS form_id, \
@@ -127,8 +127,8 @@ pub(super) const ALL_SOURCES: &str = "*";
 /// large), so a week of busy days is not sorted again.
 pub(super) async fn fetch_latency(
     client: &clickhouse::Client,
-    day: &Scope<'_>,
-    base: &Scope<'_>,
+    day: &SqlScope<'_>,
+    base: &SqlScope<'_>,
 ) -> Result<Vec<LatencyRow>, FactsError> {
     let day_sql = format!(
         "SELECT toUInt8(1) AS in_day, \
@@ -180,7 +180,7 @@ const DOWNSTREAM_FAILED: &str = "reason IN ('downstream_timeout', 'downstream_er
 
 pub(super) async fn fetch_minutes(
     client: &clickhouse::Client,
-    day: &Scope<'_>,
+    day: &SqlScope<'_>,
 ) -> Result<Vec<MinuteRow>, FactsError> {
     let sql = format!(
         "SELECT toInt64(intDiv(toUnixTimestamp64Milli(event_time), 60000) * 60) AS minute, \
@@ -217,8 +217,8 @@ pub(super) async fn fetch_delivery_edges(
     service: Option<&str>,
 ) -> Result<(Option<EdgeRow>, Option<EdgeRow>), FactsError> {
     let edge = TimeDelta::hours(EDGE_HOURS);
-    let before = Scope::new(clock, clock.start - edge, clock.start, service);
-    let after = Scope::new(clock, clock.end, clock.end + edge, service);
+    let before = SqlScope::new(clock, clock.start - edge, clock.start, service);
+    let after = SqlScope::new(clock, clock.end, clock.end + edge, service);
     let sql = |order: &str| {
         format!(
             "SELECT toInt64(toUnixTimestamp64Milli(event_time)) AS at_ms, \
@@ -254,7 +254,7 @@ pub(super) struct ClientRow {
 
 pub(super) async fn fetch_clients(
     client: &clickhouse::Client,
-    day: &Scope<'_>,
+    day: &SqlScope<'_>,
     burst_per_minute: u64,
 ) -> Result<Vec<ClientRow>, FactsError> {
     let sql = format!(
@@ -282,7 +282,7 @@ pub(super) struct SourceHourRow {
 
 pub(super) async fn fetch_source_hours(
     client: &clickhouse::Client,
-    day: &Scope<'_>,
+    day: &SqlScope<'_>,
     day_start: DateTime<Utc>,
 ) -> Result<Vec<SourceHourRow>, FactsError> {
     let sql = format!(
@@ -308,7 +308,7 @@ pub(super) struct SubmitterRow {
 /// One row: per-submitter aggregates folded in ClickHouse; only the busiest are listed.
 pub(super) async fn fetch_submitters(
     client: &clickhouse::Client,
-    day: &Scope<'_>,
+    day: &SqlScope<'_>,
 ) -> Result<SubmitterRow, FactsError> {
     let sql = format!(
         "SELECT toUInt64(count()) AS distinct_submitters, \
@@ -345,7 +345,7 @@ pub(super) struct DeliveryRow {
 
 pub(super) async fn fetch_delivery(
     client: &clickhouse::Client,
-    day: &Scope<'_>,
+    day: &SqlScope<'_>,
 ) -> Result<Vec<DeliveryCount>, FactsError> {
     let sql = "SELECT delivery_attempts, toUInt64(count()) AS count \
                FROM lead_submissions WHERE {filter} \
@@ -372,7 +372,7 @@ pub(super) struct BaselineVolumeRow {
 
 pub(super) async fn fetch_baseline_volume(
     client: &clickhouse::Client,
-    base: &Scope<'_>,
+    base: &SqlScope<'_>,
 ) -> Result<Vec<BaselineVolumeRow>, FactsError> {
     let sql = "SELECT toString(toDate(bucket, {tz})) AS day, toString(source) AS source, \
                toString(endpoint) AS endpoint, toUInt64(sum(submissions)) AS attempts, \
@@ -391,7 +391,7 @@ pub(super) struct BaselineHourRow {
 
 pub(super) async fn fetch_baseline_hourly(
     client: &clickhouse::Client,
-    base: &Scope<'_>,
+    base: &SqlScope<'_>,
 ) -> Result<Vec<BaselineHourRow>, FactsError> {
     let sql = "SELECT toString(source) AS source, toUInt8(toHour(bucket, {tz})) AS local_hour, \
                toUInt64(sum(submissions)) AS attempts \
@@ -411,7 +411,7 @@ pub(super) struct BaselinePageRow {
 
 pub(super) async fn fetch_baseline_pages(
     client: &clickhouse::Client,
-    base: &Scope<'_>,
+    base: &SqlScope<'_>,
 ) -> Result<Vec<BaselinePageRow>, FactsError> {
     let sql = "SELECT toString(page) AS page, toString(form_id) AS form_id \
                FROM lead_submissions_15m WHERE {filter} GROUP BY page, form_id";
@@ -435,7 +435,7 @@ pub(super) struct HourCellRow {
 
 pub(super) async fn fetch_hour_cells(
     client: &clickhouse::Client,
-    day: &Scope<'_>,
+    day: &SqlScope<'_>,
     day_start: DateTime<Utc>,
 ) -> Result<Vec<HourCellRow>, FactsError> {
     let sql = format!(
@@ -466,7 +466,7 @@ pub(super) struct BaselineCellRow {
 
 pub(super) async fn fetch_baseline_cells(
     client: &clickhouse::Client,
-    base: &Scope<'_>,
+    base: &SqlScope<'_>,
 ) -> Result<Vec<BaselineCellRow>, FactsError> {
     let sql = "SELECT toUInt8(toHour(bucket, {tz})) AS local_hour, toString(source) AS source, \
                toString(endpoint) AS endpoint, toString(page) AS page, \
