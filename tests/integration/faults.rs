@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 
 use crate::app::{FakeCrm, TestApp};
 use crate::support::{
-    ClickHouseEnv, Stack, eventually, free_port, logged, root, rotel_command, unique_name,
+    ClickHouseEnv, Stack, eventually, free_port, logged, root, rotel_command, serve_process,
+    unique_name,
 };
 
 fn port_open(port: u16) -> bool {
@@ -315,31 +316,23 @@ const PARTNER_SIM_KEY: &str = "demo-partner-api-sim-key";
 
 impl Service {
     async fn start(stack: &Stack, crm: &FakeCrm) -> Self {
-        let port = free_port();
         let service = unique_name("lead-lab-sigterm");
-        let child = Command::new(env!("CARGO_BIN_EXE_lead-lab"))
-            .arg("serve")
-            .env("LEADLAB_CONFIG", root().join("config/local.toml"))
-            .env("LEADLAB_HTTP_LISTEN", format!("127.0.0.1:{port}"))
-            .env("LEADLAB_HTTP_SHUTDOWN_GRACE_SECS", "15")
-            .clickhouse_env(&stack.clickhouse, &stack.clickhouse.database)
-            .env("LEADLAB_OTEL_ENDPOINT", &stack.otlp_grpc)
-            .env("LEADLAB_OTEL_PROTOCOL", "grpc")
-            .env("LEADLAB_OTEL_SERVICE_NAME", &service)
-            .env("LEADLAB_OTEL_SCHEDULED_DELAY_MS", "200")
-            .env("LEADLAB_INGEST_SUBMITTER_SECRET", unique_name("secret"))
-            .env("LEADLAB_DELIVERY_KIND", "webhook")
-            .env("LEADLAB_DELIVERY_URL", &crm.url)
-            .env("LEADLAB_DELIVERY_TIMEOUT_MS", "6000")
-            .env("LEADLAB_DELIVERY_MAX_ATTEMPTS", "1")
-            .env("LEADLAB_ANALYZER_SCHEDULE_ENABLED", "false")
-            .env("LEADLAB_LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the lead-lab binary runs");
-        let base = format!("http://127.0.0.1:{port}");
-        crate::support::healthy(&base).await;
+        let (child, base) = serve_process(|command| {
+            command
+                .env("LEADLAB_CONFIG", root().join("config/local.toml"))
+                .env("LEADLAB_HTTP_SHUTDOWN_GRACE_SECS", "15")
+                .clickhouse_env(&stack.clickhouse, &stack.clickhouse.database)
+                .env("LEADLAB_OTEL_ENDPOINT", &stack.otlp_grpc)
+                .env("LEADLAB_OTEL_PROTOCOL", "grpc")
+                .env("LEADLAB_OTEL_SERVICE_NAME", &service)
+                .env("LEADLAB_OTEL_SCHEDULED_DELAY_MS", "200")
+                .env("LEADLAB_INGEST_SUBMITTER_SECRET", unique_name("secret"))
+                .env("LEADLAB_DELIVERY_KIND", "webhook")
+                .env("LEADLAB_DELIVERY_URL", &crm.url)
+                .env("LEADLAB_DELIVERY_TIMEOUT_MS", "6000")
+                .env("LEADLAB_DELIVERY_MAX_ATTEMPTS", "1");
+        })
+        .await;
         Self {
             child,
             base,

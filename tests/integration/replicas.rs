@@ -5,7 +5,7 @@
 //! (docs/scaling.md): dedup refuses with 503 `state_unavailable`, rate limits let
 //! requests through, nothing answers 500.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use chrono::Timelike as _;
@@ -16,7 +16,9 @@ use crate::app::TestApp;
 use crate::fake_ollama::{FakeOllama, Reply};
 use crate::ingest::{expect, lead, rows_of};
 use crate::support::analysis::{ADMIN_TOKEN, finished, plain_report, start_analysis as start};
-use crate::support::{ClickHouseEnv, PrivateRedis, TestDatabase, eventually, free_port, redis_url};
+use crate::support::{
+    ClickHouseEnv, PrivateRedis, TestDatabase, eventually, redis_url, serve_process,
+};
 
 /// Two instances of one service on the stack's Redis.
 async fn replicas(customize: impl FnOnce(&mut Settings)) -> (TestApp, TestApp) {
@@ -136,33 +138,25 @@ struct Process {
 
 impl Process {
     async fn spawn(settings: &Settings) -> Self {
-        let port = free_port();
         let ch = &settings.clickhouse;
-        let child = Command::new(env!("CARGO_BIN_EXE_lead-lab"))
-            .arg("serve")
-            .env_remove("LEADLAB_CONFIG")
-            .env("LEADLAB_HTTP_LISTEN", format!("127.0.0.1:{port}"))
-            .clickhouse_env(ch, &ch.database)
-            .env("LEADLAB_OTEL_ENDPOINT", &settings.otel.endpoint)
-            .env("LEADLAB_OTEL_SERVICE_NAME", &settings.otel.service_name)
-            .env("LEADLAB_ADMIN_TOKEN", settings.admin_token.expose())
-            .env("LEADLAB_LLM_URL", &settings.llm.url)
-            .env("LEADLAB_LLM_MODEL", &settings.llm.model)
-            // Its model call hangs until it is killed.
-            .env("LEADLAB_LLM_TIMEOUT_MS", "300000")
-            .env("LEADLAB_STATE_URL", settings.state.url.expose())
-            .env(
-                "LEADLAB_STATE_LEASE_TTL_MS",
-                settings.state.lease_ttl_ms.to_string(),
-            )
-            .env("LEADLAB_ANALYZER_SCHEDULE_ENABLED", "false")
-            .env("LEADLAB_LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the lead-lab binary runs");
-        let base = format!("http://127.0.0.1:{port}");
-        crate::support::healthy(&base).await;
+        let (child, base) = serve_process(|command| {
+            command
+                .env_remove("LEADLAB_CONFIG")
+                .clickhouse_env(ch, &ch.database)
+                .env("LEADLAB_OTEL_ENDPOINT", &settings.otel.endpoint)
+                .env("LEADLAB_OTEL_SERVICE_NAME", &settings.otel.service_name)
+                .env("LEADLAB_ADMIN_TOKEN", settings.admin_token.expose())
+                .env("LEADLAB_LLM_URL", &settings.llm.url)
+                .env("LEADLAB_LLM_MODEL", &settings.llm.model)
+                // Its model call hangs until it is killed.
+                .env("LEADLAB_LLM_TIMEOUT_MS", "300000")
+                .env("LEADLAB_STATE_URL", settings.state.url.expose())
+                .env(
+                    "LEADLAB_STATE_LEASE_TTL_MS",
+                    settings.state.lease_ttl_ms.to_string(),
+                );
+        })
+        .await;
         Self { child, base }
     }
 }

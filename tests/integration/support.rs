@@ -339,3 +339,23 @@ macro_rules! clickhouse_env_for {
 }
 
 clickhouse_env_for!(Command, tokio::process::Command);
+
+/// `lead-lab serve` as a process of its own on a free port (so a test can signal or kill
+/// it): `configure` sets what the test needs; the schedule is off, logs go to the test's
+/// stderr at warn. Returns once `/healthz` answers.
+pub async fn serve_process(configure: impl FnOnce(&mut Command)) -> (std::process::Child, String) {
+    let port = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lead-lab"));
+    command
+        .arg("serve")
+        .env("LEADLAB_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("LEADLAB_ANALYZER_SCHEDULE_ENABLED", "false")
+        .env("LEADLAB_LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    configure(&mut command);
+    let child = command.spawn().expect("the lead-lab binary runs");
+    let base = format!("http://127.0.0.1:{port}");
+    healthy(&base).await;
+    (child, base)
+}
