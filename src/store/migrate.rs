@@ -215,6 +215,7 @@ impl<'a> Migrator<'a> {
     }
 
     /// Applies every pending migration; a second run with nothing pending changes nothing.
+    #[tracing::instrument(name = "schema.migrate", skip_all, fields(db.namespace = %self.target.database))]
     pub async fn run(&self) -> Result<MigrationReport, MigrateError> {
         self.ensure_bookkeeping().await?;
         let applied = self.applied_checksums().await?;
@@ -256,6 +257,11 @@ impl<'a> Migrator<'a> {
             .collect()
     }
 
+    #[tracing::instrument(
+        name = "schema.apply",
+        skip_all,
+        fields(schema.version = migration.version, schema.name = migration.name)
+    )]
     async fn apply(&self, migration: &Migration) -> Result<(), MigrateError> {
         let sql = self.target.render(migration.version, migration.sql)?;
         for statement in split_statements(&sql) {

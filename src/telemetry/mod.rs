@@ -2,11 +2,13 @@
 //! metric and log pipeline (OTLP to the collector, which writes into ClickHouse).
 //!
 //! `tracing` is the instrumentation API: `#[tracing::instrument]` and `info_span!` for
-//! internal work (analysis runs, facts, detectors, the model call), `tracing` events for
-//! log lines. [`Telemetry::dispatch`] turns them into the app's OTel spans and OTLP log
+//! internal work (analysis runs, facts, detectors, the model call, schema migrations),
+//! `tracing` events for log lines. [`Telemetry::dispatch`] turns them into the app's OTel spans and OTLP log
 //! records (and stderr lines). The request spans of the ingest path (the server span,
 //! `lead.submit`, `lead.deliver`) use the OpenTelemetry API directly: `lead.submit`
 //! needs an explicit start time (replayed history), and the hot path skips the bridge.
+//! The simulator's client spans are the same exception: a backfilled request happened
+//! at its planned time, which only the OpenTelemetry API can state.
 //!
 //! - [`init_logging`]: the global log subscriber (every command, outside an app).
 //! - [`Telemetry`]: tracer, meter and logger providers of one app, with their OTLP
