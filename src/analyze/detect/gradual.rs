@@ -239,7 +239,7 @@ fn gradual_rise(
 }
 
 /// The start of the day's hour `index` as the facts show instants.
-fn hour_start(facts: &DayFacts, index: u32) -> String {
+pub(super) fn hour_start(facts: &DayFacts, index: u32) -> String {
     facts
         .shape
         .hourly

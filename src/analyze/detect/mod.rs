@@ -10,6 +10,7 @@ mod auth;
 mod failures;
 mod gradual;
 mod novelty;
+mod same_incident;
 pub mod samples;
 mod shift;
 pub mod stats;
@@ -67,7 +68,7 @@ pub fn detect(facts: &DayFacts, thresholds: &DetectorSettings) -> Vec<Finding> {
         .chain(gradual::gradual_rises(facts, thresholds))
         .chain(shift::failure_shifts(facts, thresholds))
         .collect();
-    let mut findings = subjects::merge(facts, hand, generic);
+    let mut findings = same_incident::fold(subjects::merge(facts, hand, generic));
     sort(&mut findings);
     findings
 }

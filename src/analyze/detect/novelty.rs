@@ -1,8 +1,9 @@
 //! What the baseline never saw: new pages and forms, and duplicates far above it.
 
+use super::gradual::hour_start;
 use super::stats::interval;
 use super::{Dimension, Draft, baseline_failure_share, capped, confidence, num, subject_of};
-use crate::analyze::facts::{Breakdown, DayFacts, round_to};
+use crate::analyze::facts::{Breakdown, Cell, DayFacts, round_to};
 use crate::analyze::finding::{Finding, FindingKind, Severity, Subject};
 use crate::config::DetectorSettings;
 use crate::domain::Reason;
@@ -122,7 +123,8 @@ pub(super) fn duplicate_surge(facts: &DayFacts, t: &DetectorSettings) -> Vec<Fin
                 .baseline
                 .source(&r.source)
                 .map_or(0.0, |b| b.mean_duplicates_per_day);
-            let window = (r.first_event.clone(), r.last_event.clone());
+            let window = surge_window(facts, &r.source)
+                .unwrap_or_else(|| (r.first_event.clone(), r.last_event.clone()));
             surge(
                 facts,
                 t,
@@ -147,6 +149,49 @@ pub(super) fn duplicate_surge(facts: &DayFacts, t: &DetectorSettings) -> Vec<Fin
     )
     .into_iter()
     .collect()
+}
+
+/// The hours in which `source`'s duplicates stand out: the run of consecutive hours
+/// around the busiest one whose duplicates exceed twice what the baseline has at that
+/// clock hour (per baseline day, at least one). A source's usual duplicates come all day
+/// long, so its first and last duplicate would frame the whole day, not the surge.
+fn surge_window(facts: &DayFacts, source: &str) -> Option<(String, String)> {
+    let is_duplicate_of_source =
+        |c: &Cell| c.values.source == source && c.values.reason == Reason::Duplicate.as_str();
+    let hours = facts.completeness.elapsed_hours as usize;
+    let mut today = vec![0u64; hours];
+    let mut local_hour: Vec<usize> = (0..hours).map(|i| i % 24).collect();
+    for c in facts.cells.day.iter() {
+        if let Some(slot) = local_hour.get_mut(c.hour as usize) {
+            *slot = c.local_hour as usize % 24;
+        }
+        if is_duplicate_of_source(c)
+            && let Some(count) = today.get_mut(c.hour as usize)
+        {
+            *count += c.attempts;
+        }
+    }
+    let mut baseline = [0u64; 24];
+    for c in facts
+        .cells
+        .baseline
+        .iter()
+        .filter(|c| is_duplicate_of_source(c))
+    {
+        baseline[c.local_hour as usize % 24] += c.attempts;
+    }
+    let days = f64::from(facts.baseline.days_with_data.max(1));
+    let elevated =
+        |i: usize| today[i] as f64 > 2.0 * (baseline[local_hour[i]] as f64 / days).max(1.0);
+    let peak = (0..hours)
+        .filter(|&i| elevated(i))
+        .max_by_key(|&i| today[i])?;
+    let first = (0..=peak).rev().take_while(|&i| elevated(i)).last()?;
+    let last = (peak..hours).take_while(|&i| elevated(i)).last()?;
+    Some((
+        hour_start(facts, first as u32),
+        hour_start(facts, last as u32 + 1),
+    ))
 }
 
 fn surge(
