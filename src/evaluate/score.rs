@@ -149,6 +149,18 @@ fn window_of(finding: &Finding) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     Some((parse(start)?, parse(end)?))
 }
 
+/// A per-incident target of the evaluation (docs/analyzer.md, "Evaluation").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// At least one finding is counted for the incident.
+    Found,
+    /// At most one finding is counted for it.
+    OneFinding,
+    /// Its closest window is within [`WINDOW_SLACK_MINUTES`].
+    Window,
+}
+
 /// How one incident fared.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IncidentScore {
@@ -166,6 +178,8 @@ pub struct IncidentScore {
     pub window_error_minutes: Option<f64>,
     /// The findings about it: `kind severity subject`.
     pub matched: Vec<String>,
+    /// The targets it misses (empty: all met).
+    pub missed: Vec<Target>,
 }
 
 /// A finding no injected incident explains.
@@ -305,6 +319,17 @@ fn score_incident(label: &Label, owned: &[&Finding]) -> IncidentScore {
             minutes(start - label.start).max(minutes(end - label.end))
         })
         .reduce(f64::min);
+    let missed = [
+        (Target::Found, owned.is_empty()),
+        (Target::OneFinding, owned.len() > 1),
+        (
+            Target::Window,
+            window_error_minutes.is_some_and(|e| e > WINDOW_SLACK_MINUTES),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(target, missed)| missed.then_some(target))
+    .collect();
     IncidentScore {
         incident: label.describe(),
         day: label.day,
@@ -317,6 +342,7 @@ fn score_incident(label: &Label, owned: &[&Finding]) -> IncidentScore {
             .iter()
             .map(|f| format!("{} {:?} {}", f.kind.as_str(), f.severity, subject_text(f)))
             .collect(),
+        missed,
     }
 }
 
@@ -338,18 +364,14 @@ impl Score {
         let mut misses = Vec::new();
         for incident in &self.incidents {
             let what = format!("{} on {}", incident.incident, incident.day);
-            if !incident.found {
-                misses.push(format!("{what}: not found"));
-            }
-            if incident.findings > 1 {
-                misses.push(format!("{what}: {} findings", incident.findings));
-            }
-            if let Some(error) = incident
-                .window_error_minutes
-                .filter(|e| *e > WINDOW_SLACK_MINUTES)
-            {
-                misses.push(format!("{what}: window off by {error:.0} min"));
-            }
+            misses.extend(incident.missed.iter().map(|target| match target {
+                Target::Found => format!("{what}: not found"),
+                Target::OneFinding => format!("{what}: {} findings", incident.findings),
+                Target::Window => format!(
+                    "{what}: window off by {:.0} min",
+                    incident.window_error_minutes.unwrap_or_default()
+                ),
+            }));
         }
         misses.extend(
             self.unexplained
@@ -450,6 +472,7 @@ mod tests {
         );
         assert_eq!(score.unexplained_high, 1);
         assert!((score.precision - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(score.incidents[0].missed, [Target::OneFinding]);
         let misses = score.misses();
         assert_eq!(misses.len(), 2, "{misses:?}");
     }
@@ -468,6 +491,10 @@ mod tests {
         let score = score(&[day]);
         assert_eq!(score.recall, 0.5);
         assert_eq!(score.max_window_error_minutes, Some(40.0));
+        assert_eq!(score.incidents[0].missed, [Target::Window]);
+        assert_eq!(score.incidents[1].missed, [Target::Found]);
+        let json = serde_json::to_value(&score.incidents[0]).unwrap();
+        assert_eq!(json["missed"], serde_json::json!(["window"]));
         let misses = score.misses();
         assert!(misses.iter().any(|m| m.contains("window off by 40 min")));
         assert!(misses.iter().any(|m| m.contains("not found")));
