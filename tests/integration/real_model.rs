@@ -14,6 +14,7 @@ use lead_lab::analyze::facts::{self, FactsQuery};
 use lead_lab::analyze::jobs::Analyzer;
 use lead_lab::analyze::llm::LlmClient;
 use lead_lab::analyze::narrate::{Narration, NarrationInput, narrate};
+use lead_lab::analyze::prompt::{self, PromptInput};
 use lead_lab::analyze::records::{RunRow, RunStatus, SummaryRow, Trigger};
 use lead_lab::analyze::report::Generator;
 use lead_lab::analyze::{detect, grounding};
@@ -201,10 +202,24 @@ async fn a_simulated_day_is_narrated_by_the_real_model_through_both_apis() {
         "{:?}",
         first_words.report.scope.not_analysed
     );
-    // The grounding check ran on the real text: its verdict is the check's own.
+    // The grounding check ran on the real text, against what the model was shown (the
+    // facts compacted to the window, not the whole day): its verdict is the check's own.
+    let client = LlmClient::new(&ollama).expect("valid settings");
+    let day_text = day.format("%Y-%m-%d").to_string();
+    let input = PromptInput {
+        day: &day_text,
+        time_zone: "UTC",
+        facts: &facts,
+        findings: &findings,
+    };
+    let window = WINDOW as usize;
+    let output = client.output_tokens(WINDOW) as usize;
+    let shown = prompt::build_within(input, window, output)
+        .expect("the day's prompt fits the window, as the narration's did")
+        .shown;
     let mut written = first_words.report.clone();
     written.scope.not_analysed.pop();
-    let rechecked = grounding::check(&written, &facts, &findings);
+    let rechecked = grounding::check(&written, &shown.facts, &shown.findings);
     for violation in &first_words.violations {
         assert!(rechecked.contains(violation), "{violation}");
     }
