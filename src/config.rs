@@ -347,12 +347,20 @@ fn file_with_aliases(path: &Path) -> Result<Option<String>, ConfigError> {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+
+    /// Runs `test` in a figment jail with no environment variables, so the machine's own
+    /// LEADLAB_* variables cannot leak into it.
+    fn in_clean_jail(test: impl FnOnce(&mut Jail) -> figment::error::Result<()>) {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            test(jail)
+        });
+    }
     use figment::Jail;
 
     #[test]
     fn defaults_point_at_the_local_stack() {
-        Jail::expect_with(|jail| {
-            jail.clear_env();
+        in_clean_jail(|_| {
             let s = Settings::load(None).unwrap();
             assert_eq!(s.clickhouse.url, "http://127.0.0.1:8123");
             assert_eq!(s.clickhouse.user, "default");
@@ -363,8 +371,7 @@ mod tests {
 
     #[test]
     fn env_overrides_file_which_overrides_defaults() {
-        Jail::expect_with(|jail| {
-            jail.clear_env();
+        in_clean_jail(|jail| {
             jail.create_file(
                 "lab.toml",
                 "[clickhouse]\nurl = \"http://file:8123\"\ndatabase = \"from_file\"\n",
@@ -381,8 +388,7 @@ mod tests {
 
     #[test]
     fn unrelated_leadlab_variables_are_ignored() {
-        Jail::expect_with(|jail| {
-            jail.clear_env();
+        in_clean_jail(|jail| {
             jail.set_env("LEADLAB_CH_PORT", "18123");
             jail.set_env("LEADLAB_CONFIG", "whatever.toml");
             assert!(Settings::load(None).is_ok());
@@ -392,8 +398,7 @@ mod tests {
 
     #[test]
     fn a_typo_in_the_file_is_an_error_not_a_silent_default() {
-        Jail::expect_with(|jail| {
-            jail.clear_env();
+        in_clean_jail(|jail| {
             jail.create_file("lab.toml", "[clickhouse]\nulr = \"http://x\"\n")?;
             let err = Settings::load(Some(Path::new("lab.toml"))).unwrap_err();
             assert!(err.to_string().contains("ulr"), "{err}");
@@ -403,8 +408,7 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_named() {
-        Jail::expect_with(|jail| {
-            jail.clear_env();
+        in_clean_jail(|_| {
             let err = Settings::load(Some(Path::new("nope.toml"))).unwrap_err();
             assert!(matches!(err, ConfigError::MissingFile(_)));
             Ok(())
@@ -413,8 +417,7 @@ mod tests {
 
     #[test]
     fn ttl_out_of_range_is_refused() {
-        Jail::expect_with(|jail| {
-            jail.clear_env();
+        in_clean_jail(|jail| {
             jail.set_env("LEADLAB_SCHEMA_SUBMISSIONS_TTL_DAYS", "0");
             let err = Settings::load(None).unwrap_err();
             assert!(err.to_string().contains("submissions_ttl_days"), "{err}");
@@ -424,8 +427,7 @@ mod tests {
 
     #[test]
     fn the_shipped_local_config_loads_and_its_documented_demo_keys_work() {
-        Jail::expect_with(|jail| {
-            jail.clear_env();
+        in_clean_jail(|_| {
             let file = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/local.toml"));
             let settings = Settings::load(Some(file)).unwrap();
             assert!(!settings.sources.is_empty() && !settings.forms.is_empty());
@@ -472,8 +474,7 @@ mod tests {
 
     #[test]
     fn secrets_still_load_from_env_and_defaults() {
-        Jail::expect_with(|jail| {
-            jail.clear_env();
+        in_clean_jail(|jail| {
             jail.set_env("LEADLAB_CLICKHOUSE_PASSWORD", "from-env");
             let s = Settings::load(None).unwrap();
             assert_eq!(s.clickhouse.password.expose(), "from-env");
@@ -488,8 +489,7 @@ mod tests {
 
     #[test]
     fn ollama_settings_are_aliases_of_llm_and_lose_to_it() {
-        Jail::expect_with(|jail| {
-            jail.clear_env();
+        in_clean_jail(|jail| {
             jail.create_file(
                 "lab.toml",
                 "[ollama]\nurl = \"http://old:11434\"\nmodel = \"old\"\nseed = 7\n\n[llm]\nmodel = \"new\"\n",

@@ -208,13 +208,16 @@ impl SourceName {
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if ok {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(FieldError::Malformed(
-                "must be 1 to 64 characters of a-z, 0-9, _ and -",
-            ))
-        }
+        accepted_if(ok, raw, "must be 1 to 64 characters of a-z, 0-9, _ and -").map(Self)
+    }
+}
+
+/// `raw` as the value of a field when `ok`, else the field's rule as the error.
+fn accepted_if(ok: bool, raw: &str, rule: &'static str) -> Result<String, FieldError> {
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(FieldError::Malformed(rule))
     }
 }
 
@@ -232,14 +235,13 @@ impl PagePath {
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"/_.~-".contains(&b));
-        if ok {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(FieldError::Malformed(
-                "must be a path starting with / of at most 200 characters of \
-                 A-Z, a-z, 0-9, /, _, ., ~ and -, without //",
-            ))
-        }
+        accepted_if(
+            ok,
+            raw,
+            "must be a path starting with / of at most 200 characters of \
+             A-Z, a-z, 0-9, /, _, ., ~ and -, without //",
+        )
+        .map(Self)
     }
 }
 
@@ -254,13 +256,12 @@ impl UtmValue {
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b));
-        if ok {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(FieldError::Malformed(
-                "must be 1 to 100 characters of A-Z, a-z, 0-9, _, ., + and -",
-            ))
-        }
+        accepted_if(
+            ok,
+            raw,
+            "must be 1 to 100 characters of A-Z, a-z, 0-9, _, ., + and -",
+        )
+        .map(Self)
     }
 }
 

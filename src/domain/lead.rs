@@ -57,18 +57,14 @@ impl std::fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
-/// The top-level keys of a JSON lead.
-const LEAD_KEYS: [&str; 9] = [
-    "name",
-    "email",
-    "phone",
-    "company",
-    "source",
-    "page",
-    "consent",
-    "utm",
-    "submitted_at",
-];
+/// The top-level keys of a JSON lead: every field of the lead API but a batch's `leads`.
+static LEAD_KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    Field::ALL
+        .iter()
+        .filter(|&&field| field != Field::Leads)
+        .map(|field| field.as_str())
+        .collect()
+});
 
 /// The keys of the `utm` object of a JSON lead.
 const UTM_KEYS: [&str; 3] = ["source", "medium", "campaign"];

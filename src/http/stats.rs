@@ -243,6 +243,25 @@ impl<T: Clone> Cache<T> {
         }
     }
 
+    /// [`Cache::answer`] for a window of `days` (400 when out of range), cached per
+    /// endpoint and window.
+    async fn answer_over_days<F, Fut>(
+        &self,
+        endpoint: &str,
+        days: Option<u32>,
+        read: F,
+    ) -> StatsAnswer<T>
+    where
+        T: poem_openapi::types::ToJSON + Send + Sync,
+        F: FnOnce(u32) -> Fut,
+        Fut: std::future::Future<Output = clickhouse::error::Result<T>>,
+    {
+        match days_param(days, DEFAULT_DAYS) {
+            Ok(days) => self.answer(format!("{endpoint}:{days}"), read(days)).await,
+            Err(message) => bad(message),
+        }
+    }
+
     fn put(&self, key: String, value: T) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
@@ -279,6 +298,9 @@ impl StatsApi {
 fn midnight(day: NaiveDate) -> DateTime<Utc> {
     day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
 }
+
+/// The window of the endpoints that take `days` when the request names none.
+const DEFAULT_DAYS: u32 = 14;
 
 fn days_param(days: Option<u32>, default: u32) -> Result<u32, String> {
     let days = days.unwrap_or(default);
@@ -601,12 +623,8 @@ impl StatsApi {
         /// How many days, today included (default 14, at most 90).
         days: Query<Option<u32>>,
     ) -> StatsAnswer<Daily> {
-        let days = match days_param(days.0, 14) {
-            Ok(days) => days,
-            Err(message) => return bad(message),
-        };
-        let read = self.read_daily(Utc::now(), days);
-        self.daily.answer(format!("daily:{days}"), read).await
+        let read = |days| self.read_daily(Utc::now(), days);
+        self.daily.answer_over_days("daily", days.0, read).await
     }
 
     /// Counts per source and per endpoint over the last days.
@@ -616,13 +634,9 @@ impl StatsApi {
         /// How many days, today included (default 14, at most 90).
         days: Query<Option<u32>>,
     ) -> StatsAnswer<RecentBreakdown> {
-        let days = match days_param(days.0, 14) {
-            Ok(days) => days,
-            Err(message) => return bad(message),
-        };
-        let read = self.read_breakdown(Utc::now(), days);
+        let read = |days| self.read_breakdown(Utc::now(), days);
         self.breakdown
-            .answer(format!("breakdown:{days}"), read)
+            .answer_over_days("breakdown", days.0, read)
             .await
     }
 
@@ -642,12 +656,8 @@ impl StatsApi {
         /// How many days to look back, today included (default 14, at most 90).
         days: Query<Option<u32>>,
     ) -> StatsAnswer<Recent> {
-        let days = match days_param(days.0, 14) {
-            Ok(days) => days,
-            Err(message) => return bad(message),
-        };
-        let read = self.read_recent(Utc::now(), days);
-        self.recent.answer(format!("recent:{days}"), read).await
+        let read = |days| self.read_recent(Utc::now(), days);
+        self.recent.answer_over_days("recent", days.0, read).await
     }
 
     /// The log lines of one trace (an attempt's `trace_id`), oldest first, from
@@ -660,7 +670,7 @@ impl StatsApi {
         /// How many days to look back, today included (default 14, at most 90).
         days: Query<Option<u32>>,
     ) -> StatsAnswer<TraceLogs> {
-        let days = match days_param(days.0, 14) {
+        let days = match days_param(days.0, DEFAULT_DAYS) {
             Ok(days) => days,
             Err(message) => return bad(message),
         };

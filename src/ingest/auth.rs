@@ -243,16 +243,9 @@ mod tests {
     #[test]
     fn missing_or_unknown_keys_are_unauthorized() {
         let registry = registry();
+        assert_eq!(refusal(&registry, None, "quiz"), Reason::Unauthorized);
         assert_eq!(
-            registry
-                .authenticate(&registry.identify(&creds(None)), "quiz")
-                .unwrap_err(),
-            Reason::Unauthorized
-        );
-        assert_eq!(
-            registry
-                .authenticate(&registry.identify(&creds(Some("guess"))), "quiz")
-                .unwrap_err(),
+            refusal(&registry, Some("guess"), "quiz"),
             Reason::Unauthorized
         );
     }
@@ -261,9 +254,7 @@ mod tests {
     fn another_sources_key_is_a_mismatch_not_unauthorized() {
         let registry = registry();
         assert_eq!(
-            registry
-                .authenticate(&registry.identify(&creds(Some("quiz-secret"))), "qr_code")
-                .unwrap_err(),
+            refusal(&registry, Some("quiz-secret"), "qr_code"),
             Reason::SourceKeyMismatch
         );
     }
@@ -272,11 +263,16 @@ mod tests {
     fn a_disabled_source_is_refused_even_with_its_own_key() {
         let registry = registry();
         assert_eq!(
-            registry
-                .authenticate(&registry.identify(&creds(Some("qr-secret"))), "qr_code")
-                .unwrap_err(),
+            refusal(&registry, Some("qr-secret"), "qr_code"),
             Reason::SourceDisabled
         );
+    }
+
+    /// Why `registry` refuses a request with this key (if any) for `source`.
+    fn refusal(registry: &SourceRegistry, key: Option<&'static str>, source: &str) -> Reason {
+        registry
+            .authenticate(&registry.identify(&creds(key)), source)
+            .unwrap_err()
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> poem::http::HeaderMap {

@@ -177,6 +177,13 @@ mod tests {
         name.to_owned()
     }
 
+    /// Spends the whole burst of `name`'s bucket at `at_ms`.
+    fn drain(limiter: &RateLimiter<String>, name: &str, at_ms: i64) {
+        for _ in 0..LIMIT.burst {
+            limiter.check(&key(name), LIMIT, t(at_ms)).unwrap();
+        }
+    }
+
     #[test]
     fn a_burst_passes_then_the_next_request_waits() {
         let limiter = RateLimiter::default();
@@ -190,9 +197,7 @@ mod tests {
     #[test]
     fn tokens_come_back_with_time() {
         let limiter = RateLimiter::default();
-        for _ in 0..3 {
-            limiter.check(&key("k"), LIMIT, t(0)).unwrap();
-        }
+        drain(&limiter, "k", 0);
         assert!(limiter.check(&key("k"), LIMIT, t(500)).is_err());
         assert!(limiter.check(&key("k"), LIMIT, t(1_000)).is_ok());
     }
@@ -200,9 +205,7 @@ mod tests {
     #[test]
     fn clients_have_their_own_buckets() {
         let limiter = RateLimiter::default();
-        for _ in 0..3 {
-            limiter.check(&key("a"), LIMIT, t(0)).unwrap();
-        }
+        drain(&limiter, "a", 0);
         assert!(limiter.check(&key("a"), LIMIT, t(0)).is_err());
         assert!(limiter.check(&key("b"), LIMIT, t(0)).is_ok());
     }
@@ -210,9 +213,7 @@ mod tests {
     #[test]
     fn an_earlier_event_time_does_not_refill_or_panic() {
         let limiter = RateLimiter::default();
-        for _ in 0..3 {
-            limiter.check(&key("k"), LIMIT, t(10_000)).unwrap();
-        }
+        drain(&limiter, "k", 10_000);
         assert!(limiter.check(&key("k"), LIMIT, t(0)).is_err());
     }
 

@@ -1,7 +1,6 @@
 //! The analyzer end to end: detectors against labelled simulator weeks, and analysis
 //! jobs through the API with a fake Ollama.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use lead_lab::analyze::facts::{self, FactsQuery};
@@ -12,11 +11,11 @@ use serde_json::{Value, json};
 
 use crate::app::TestApp;
 use crate::fake_ollama::{FakeOllama, FakeOptions, Reply};
-use crate::simulate::{SCENARIOS, backfill, lab, landed, week_start};
+use crate::simulate::{replayed, shipped, week_start};
 use crate::support::analysis::{
     ADMIN_TOKEN, a_day, analysis_app, finished, plain_report, start_analysis,
 };
-use crate::support::{TestDatabase, eventually, free_port};
+use crate::support::{TestDatabase, eventually};
 
 async fn findings_on(app: &TestApp, day: chrono::NaiveDate) -> Vec<Finding> {
     let query = FactsQuery {
@@ -52,12 +51,7 @@ fn explains(finding: &Finding, truth: &TruthEntry) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_detectors_find_every_injected_incident_of_the_default_week() {
-    let crm = free_port();
-    let mut app = lab(crm).await;
-    let scenario = PathBuf::from(SCENARIOS).join("default.toml");
-    let report = backfill(&app, &scenario, week_start(), 7, 1, crm).await;
-    landed(&app, report.summary.total()).await;
-    app.stop().await;
+    let (app, report) = replayed(&shipped("default.toml"), week_start(), 7, 1).await;
     let mut missed = Vec::new();
     for truth in &report.ground_truth {
         let findings = findings_on(&app, truth.day).await;
@@ -81,13 +75,8 @@ async fn the_detectors_find_every_injected_incident_of_the_default_week() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quiet_week_raises_no_high_severity_finding() {
-    let crm = free_port();
-    let mut app = lab(crm).await;
-    let scenario = PathBuf::from(SCENARIOS).join("quiet.toml");
     let first = week_start();
-    let report = backfill(&app, &scenario, first, 7, 1, crm).await;
-    landed(&app, report.summary.total()).await;
-    app.stop().await;
+    let (app, _) = replayed(&shipped("quiet.toml"), first, 7, 1).await;
     for offset in 3..7 {
         let day = first + chrono::Duration::days(offset);
         let high: Vec<String> = findings_on(&app, day)
@@ -312,16 +301,12 @@ async fn the_schedule_analyses_yesterday() {
     let run = eventually(
         "a scheduled run for yesterday",
         Duration::from_secs(30),
-        || {
-            let path = path.clone();
-            let app = &app;
-            async move {
-                let runs = app.get_json(&path, Some(ADMIN_TOKEN)).await;
-                runs.as_array()?
-                    .iter()
-                    .find(|r| r["trigger"] == "schedule")
-                    .cloned()
-            }
+        async || {
+            let runs = app.get_json(&path, Some(ADMIN_TOKEN)).await;
+            runs.as_array()?
+                .iter()
+                .find(|r| r["trigger"] == "schedule")
+                .cloned()
         },
     )
     .await;

@@ -185,6 +185,16 @@ async fn computed(now: DateTime<Utc>) -> DayFacts {
         .expect("facts compute")
 }
 
+/// The longest silence of `source` on the day; the test fails when it had none.
+fn longest_silence(facts: &DayFacts, source: &str) -> facts::Silence {
+    facts
+        .source_activity
+        .iter()
+        .find(|a| a.source == source)
+        .and_then(|a| a.longest_silence.clone())
+        .unwrap_or_else(|| panic!("{source} was silent"))
+}
+
 #[tokio::test]
 async fn facts_of_a_berlin_day_count_exactly_and_respect_local_midnight() {
     let facts = computed(at(12, 0, 0, 0)).await;
@@ -243,12 +253,7 @@ async fn facts_of_a_berlin_day_count_exactly_and_respect_local_midnight() {
     assert_eq!(b.pages_seen, ["/pricing", "/quiz/start"]);
     assert_eq!(b.latency_p95_ms, Some(200.0));
 
-    let quiz = facts
-        .source_activity
-        .iter()
-        .find(|a| a.source == "quiz")
-        .and_then(|a| a.longest_silence.clone())
-        .expect("quiz was silent");
+    let quiz = longest_silence(&facts, "quiz");
     assert_eq!((quiz.hours, quiz.expected_attempts), (6, 12.0));
     assert_eq!(quiz.start, "2026-06-10T08:00:00+02:00");
 
@@ -310,12 +315,7 @@ async fn an_in_progress_day_counts_only_elapsed_hours() {
     let facts = computed(at(10, 12, 30, 0)).await;
     assert_eq!(facts.completeness.status, DayStatus::InProgress);
     assert_eq!(facts.completeness.elapsed_hours, 12);
-    let quiz = facts
-        .source_activity
-        .iter()
-        .find(|a| a.source == "quiz")
-        .and_then(|a| a.longest_silence.clone())
-        .expect("quiz was silent");
+    let quiz = longest_silence(&facts, "quiz");
     assert_eq!(quiz.hours, 4, "08:00 to 12:00, the hours elapsed so far");
 }
 

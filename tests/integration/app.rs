@@ -255,6 +255,26 @@ impl TestApp {
         }
         request.send().await.expect("the app answers")
     }
+
+    /// POSTs a body as it is, under `content_type`: for what `post_json` cannot send
+    /// (forms, junk, oversized bodies).
+    pub async fn post_bytes(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().await.expect("the app answers")
+    }
 }
 
 /// A CRM for delivery tests: answers by the lead's `company` — `crm-fail` → 500,
@@ -336,10 +356,11 @@ impl FakeCrm {
     /// Waits until the CRM has received `deliveries` (so a lead is inside the service).
     pub async fn received(&self, deliveries: u32) {
         let hits = self.hits.clone();
-        crate::support::eventually("deliveries at the CRM", Duration::from_secs(30), || {
-            let hits = hits.clone();
-            async move { (hits.load(Ordering::SeqCst) >= deliveries).then_some(()) }
-        })
+        crate::support::eventually(
+            "deliveries at the CRM",
+            Duration::from_secs(30),
+            async || (hits.load(Ordering::SeqCst) >= deliveries).then_some(()),
+        )
         .await;
     }
 

@@ -48,18 +48,15 @@ async fn spans_sent_at_full_speed_after_a_start_keep_their_resource() {
     let sql = "SELECT count() AS rows, countIf(ServiceName = '') AS unattributed, \
                countIf(ResourceAttributes['service.instance.id'] = '') AS without_instance \
                FROM otel_traces WHERE SpanName = ?";
-    let landed =
-        eventually(
-            "every probe span in otel_traces",
-            Duration::from_secs(60),
-            || {
-                let query = client.query(sql).bind(&span_name);
-                async move {
-                    logged(query.fetch_one::<Landed>().await).filter(|l: &Landed| l.rows >= SPANS)
-                }
-            },
-        )
-        .await;
+    let landed = eventually(
+        "every probe span in otel_traces",
+        Duration::from_secs(60),
+        async || {
+            let query = client.query(sql).bind(&span_name);
+            logged(query.fetch_one::<Landed>().await).filter(|l: &Landed| l.rows >= SPANS)
+        },
+    )
+    .await;
     assert_eq!(landed.rows, SPANS);
     assert_eq!(landed.unattributed, 0, "spans without service.name");
     assert_eq!(

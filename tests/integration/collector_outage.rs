@@ -88,12 +88,12 @@ async fn rows_on(app: &TestApp, page: &str, expected: u64) {
     eventually(
         &format!("{expected} rows for {page}"),
         Duration::from_secs(30),
-        || {
+        async || {
             let query = client
                 .query("SELECT count() FROM lead_submissions WHERE service = ? AND page = ?")
                 .bind(&app.service)
                 .bind(page);
-            async move { logged(query.fetch_one::<u64>().await).filter(|n| *n >= expected) }
+            logged(query.fetch_one::<u64>().await).filter(|n| *n >= expected)
         },
     )
     .await;
@@ -127,10 +127,7 @@ async fn the_service_survives_a_collector_outage_and_recovers() {
     eventually(
         "export failures to be counted",
         Duration::from_secs(30),
-        || {
-            let app = &app;
-            async move { Some(export_failures(app).await).filter(|n| *n > 0) }
-        },
+        async || Some(export_failures(&app).await).filter(|n| *n > 0),
     )
     .await;
 

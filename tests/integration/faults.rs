@@ -102,12 +102,9 @@ impl OwnClickHouse {
         eventually(
             "our ClickHouse to answer /ping",
             Duration::from_secs(60),
-            || {
-                let ping = ping.clone();
-                async move {
-                    let answer = reqwest::get(&ping).await.ok()?;
-                    answer.status().is_success().then_some(())
-                }
+            async || {
+                let answer = reqwest::get(&ping).await.ok()?;
+                answer.status().is_success().then_some(())
             },
         )
         .await;
@@ -258,9 +255,10 @@ async fn accepted_leads_arrive_across_a_clickhouse_restart() {
     eventually(
         "the leads before the outage",
         Duration::from_secs(30),
-        || {
-            let (client, service) = (&client, &app.service);
-            async move { accepted_rows(client, service).await.filter(|n| *n >= 20) }
+        async || {
+            accepted_rows(&client, &app.service)
+                .await
+                .filter(|n| *n >= 20)
         },
     )
     .await;
@@ -279,13 +277,10 @@ async fn accepted_leads_arrive_across_a_clickhouse_restart() {
     let arrived = eventually(
         &format!("all {expected} accepted leads after the restart"),
         Duration::from_secs(90) + outage_for,
-        || {
-            let (client, service) = (&client, &app.service);
-            async move {
-                accepted_rows(client, service)
-                    .await
-                    .filter(|n| *n >= expected)
-            }
+        async || {
+            accepted_rows(&client, &app.service)
+                .await
+                .filter(|n| *n >= expected)
         },
     )
     .await;
@@ -437,9 +432,9 @@ async fn sigterm_under_load_completes_in_flight_requests_and_flushes_telemetry()
     eventually(
         "the slow leads to reach the CRM",
         Duration::from_secs(20),
-        || {
+        async || {
             let hits = crm.hits.load(Ordering::SeqCst);
-            async move { (hits >= before + IN_FLIGHT).then_some(()) }
+            (hits >= before + IN_FLIGHT).then_some(())
         },
     )
     .await;
@@ -491,9 +486,10 @@ async fn sigterm_under_load_completes_in_flight_requests_and_flushes_telemetry()
     let rows = eventually(
         &format!("rows of all {expected} accepted leads"),
         Duration::from_secs(30),
-        || {
-            let (client, name) = (&client, &service.service);
-            async move { accepted_rows(client, name).await.filter(|n| *n >= expected) }
+        async || {
+            accepted_rows(&client, &service.service)
+                .await
+                .filter(|n| *n >= expected)
         },
     )
     .await;

@@ -69,23 +69,20 @@ fn row(
 
 pub async fn rows_of(app: &TestApp, expected: usize) -> Vec<Row> {
     let client = app.stack.client();
-    let mut rows: Vec<Row> =
-        eventually(
-            "the app's lead.submit spans in lead_submissions",
-            ARRIVAL,
-            || {
-                let query = client
-                    .query(
-                        "SELECT endpoint, source, page, outcome, reason, field, http_status \
+    let mut rows: Vec<Row> = eventually(
+        "the app's lead.submit spans in lead_submissions",
+        ARRIVAL,
+        async || {
+            let query = client
+                .query(
+                    "SELECT endpoint, source, page, outcome, reason, field, http_status \
                  FROM lead_submissions WHERE service = ?",
-                    )
-                    .bind(&app.service);
-                async move {
-                    logged(query.fetch_all::<Row>().await).filter(|rows| rows.len() >= expected)
-                }
-            },
-        )
-        .await;
+                )
+                .bind(&app.service);
+            logged(query.fetch_all::<Row>().await).filter(|rows| rows.len() >= expected)
+        },
+    )
+    .await;
     rows.sort();
     rows
 }
@@ -113,15 +110,19 @@ pub async fn expect(
     body
 }
 
+/// Checks an answer is the one accepted shape (201).
+pub async fn expect_accepted(response: reqwest::Response) -> Value {
+    expect(response, 201, "accepted", None).await
+}
+
+/// Checks an answer is a refusal with this status and reason.
+pub async fn expect_refused(response: reqwest::Response, status: u16, reason: &str) -> Value {
+    expect(response, status, "rejected", Some(reason)).await
+}
+
 async fn raw(app: &TestApp, key: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
-    app.http
-        .post(app.url("/v1/leads"))
-        .bearer_auth(key)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
+    app.post_bytes("/v1/leads", Some(key), content_type, body)
         .await
-        .unwrap()
 }
 
 async fn form(app: &TestApp, form_id: &str, key: &str, body: &str) -> reqwest::Response {
@@ -434,13 +435,11 @@ async fn submission_counts(app: &TestApp, expected_total: f64) -> BTreeMap<(Stri
                         argMax(Value, TimeUnix) AS latest \
                  FROM otel_metrics_sum WHERE ServiceName = ? AND MetricName = 'leads.submissions' \
                  GROUP BY Attributes) GROUP BY outcome, reason";
-    let counts: Vec<Count> = eventually("leads.submissions totals", ARRIVAL, || {
+    let counts: Vec<Count> = eventually("leads.submissions totals", ARRIVAL, async || {
         let query = client.query(sql).bind(&app.service);
-        async move {
-            let counts = logged(query.fetch_all::<Count>().await)?;
-            let total: f64 = counts.iter().map(|c| c.total).sum();
-            (total >= expected_total).then_some(counts)
-        }
+        let counts = logged(query.fetch_all::<Count>().await)?;
+        let total: f64 = counts.iter().map(|c| c.total).sum();
+        (total >= expected_total).then_some(counts)
     })
     .await;
     counts
@@ -482,12 +481,12 @@ async fn spans_of_a_traced_lead(mut app: TestApp, expected: usize) -> Vec<SpanRo
         .send()
         .await
         .unwrap();
-    let body = expect(response, 201, "accepted", None).await;
+    let body = expect_accepted(response).await;
     assert_eq!(body["trace_id"], trace_id.as_str());
     app.stop().await;
 
     let client = app.stack.client();
-    eventually("the trace's spans", ARRIVAL, || {
+    eventually("the trace's spans", ARRIVAL, async || {
         let query = client
             .query(
                 "SELECT SpanName AS span_name, SpanId AS span_id, ParentSpanId AS parent, SpanKind AS kind, \
@@ -496,8 +495,8 @@ async fn spans_of_a_traced_lead(mut app: TestApp, expected: usize) -> Vec<SpanRo
             )
             .bind(&trace_id)
             .bind(&app.service);
-        async move { logged(query.fetch_all::<SpanRow>().await).filter(|s| s.len() >= expected) }
-    })
+ logged(query.fetch_all::<SpanRow>().await).filter(|s| s.len() >= expected)
+})
     .await
 }
 
@@ -623,22 +622,19 @@ async fn a_simulator_key_backdates_the_span_and_the_row() {
         "submitted_at",
         json!(at.to_rfc3339()),
     );
-    expect(
+    expect_accepted(
         app.post_json("/v1/leads", Some(&app.keys.simulator), &body)
             .await,
-        201,
-        "accepted",
-        None,
     )
     .await;
     app.stop().await;
     let client = app.stack.client();
-    let stored: i64 = eventually("the backdated row", ARRIVAL, || {
+    let stored: i64 = eventually("the backdated row", ARRIVAL, async || {
         let query = client
             .query("SELECT toInt64(toUnixTimestamp(event_time)) FROM lead_submissions WHERE service = ?")
             .bind(&app.service);
-        async move { logged(query.fetch_optional::<i64>().await).flatten() }
-    })
+ logged(query.fetch_optional::<i64>().await).flatten()
+})
     .await;
     assert!(
         (stored - at.timestamp()).abs() <= 1,
@@ -651,22 +647,18 @@ async fn a_simulator_key_backdates_the_span_and_the_row() {
 async fn dedup_survives_a_restart() {
     let app = TestApp::spawn().await;
     let body = lead("quiz", "/quiz/restart");
-    expect(
+    expect_accepted(
         app.post_json("/v1/leads", Some(&app.keys.quiz), &body)
             .await,
-        201,
-        "accepted",
-        None,
     )
     .await;
     rows_of(&app, 1).await;
     let mut app = app.restart().await;
-    expect(
+    expect_refused(
         app.post_json("/v1/leads", Some(&app.keys.quiz), &body)
             .await,
         409,
-        "rejected",
-        Some("duplicate"),
+        "duplicate",
     )
     .await;
     app.stop().await;
@@ -718,7 +710,7 @@ async fn a_shutdown_lets_in_flight_requests_finish_and_flushes_their_spans() {
         .await
         .unwrap()
         .expect("the in-flight request is answered");
-    expect(response, 201, "accepted", None).await;
+    expect_accepted(response).await;
     assert_eq!(
         rows_of(&app, 1).await.len(),
         1,

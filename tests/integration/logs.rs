@@ -30,7 +30,7 @@ struct LogLine {
 
 async fn log_lines(app: &TestApp, at_least: usize) -> Vec<LogLine> {
     let client = app.stack.client();
-    eventually("the app's log records in otel_logs", ARRIVAL, || {
+    eventually("the app's log records in otel_logs", ARRIVAL, async || {
         let query = client
             .query(
                 "SELECT TraceId AS trace_id, SpanId AS span_id, SeverityText AS severity, \
@@ -40,10 +40,7 @@ async fn log_lines(app: &TestApp, at_least: usize) -> Vec<LogLine> {
                  FROM otel_logs WHERE ServiceName = ?",
             )
             .bind(&app.service);
-        async move {
-            logged(query.fetch_all::<LogLine>().await)
-                .filter(|l: &Vec<LogLine>| l.len() >= at_least)
-        }
+        logged(query.fetch_all::<LogLine>().await).filter(|l: &Vec<LogLine>| l.len() >= at_least)
     })
     .await
 }
@@ -51,7 +48,7 @@ async fn log_lines(app: &TestApp, at_least: usize) -> Vec<LogLine> {
 /// The span id of the trace's `lead.submit` span.
 async fn record_span_id(app: &TestApp, trace_id: &str) -> String {
     let client = app.stack.client();
-    eventually("the attempt's lead.submit span", ARRIVAL, || {
+    eventually("the attempt's lead.submit span", ARRIVAL, async || {
         let query = client
             .query(
                 "SELECT SpanId FROM otel_traces \
@@ -59,7 +56,7 @@ async fn record_span_id(app: &TestApp, trace_id: &str) -> String {
             )
             .bind(&app.service)
             .bind(trace_id);
-        async move { logged(query.fetch_optional::<String>().await).flatten() }
+        logged(query.fetch_optional::<String>().await).flatten()
     })
     .await
 }
@@ -151,7 +148,7 @@ async fn analyzer_spans_made_with_tracing_reach_otel_traces_with_the_runs_attrib
         attributes: HashMap<String, String>,
     }
     let client = app.stack.client();
-    let spans: Vec<Span> = eventually("the run's spans", ARRIVAL, || {
+    let spans: Vec<Span> = eventually("the run's spans", ARRIVAL, async || {
         let query = client
             .query(
                 "SELECT SpanName AS name, SpanId AS span_id, ParentSpanId AS parent, \
@@ -160,7 +157,7 @@ async fn analyzer_spans_made_with_tracing_reach_otel_traces_with_the_runs_attrib
                    AND (SpanName LIKE 'analysis.%' OR SpanName LIKE 'chat %')",
             )
             .bind(&app.service);
-        async move { logged(query.fetch_all::<Span>().await).filter(|s: &Vec<Span>| s.len() >= 4) }
+        logged(query.fetch_all::<Span>().await).filter(|s: &Vec<Span>| s.len() >= 4)
     })
     .await;
     let named = |name: &str| {
@@ -243,16 +240,17 @@ async fn the_console_shows_a_failed_attempts_log_lines_from_the_stats_api() {
     let trace_id = failed["trace_id"].as_str().unwrap();
 
     let path = format!("/v1/stats/logs?trace_id={}", trace_id.to_uppercase());
-    let logs = eventually("the attempt's lines from /v1/stats/logs", ARRIVAL, || {
-        let (app, path) = (&app, path.clone());
-        async move {
+    let logs = eventually(
+        "the attempt's lines from /v1/stats/logs",
+        ARRIVAL,
+        async || {
             let answer = app.get_json(&path, None).await;
             answer["lines"]
                 .as_array()
                 .is_some_and(|lines| !lines.is_empty())
                 .then_some(answer)
-        }
-    })
+        },
+    )
     .await;
     assert_eq!(logs["trace_id"], trace_id);
     let line = &logs["lines"][0];
@@ -287,12 +285,9 @@ async fn the_console_shows_a_failed_attempts_log_lines_from_the_stats_api() {
     assert_eq!(refused.status(), 400);
 
     let recent = format!("\"trace_id\":\"{trace_id}\"");
-    eventually("the attempt in /v1/stats/recent", ARRIVAL, || {
-        let (app, recent) = (&app, recent.clone());
-        async move {
-            let answer = app.get_json("/v1/stats/recent?days=1", None).await;
-            answer.to_string().contains(&recent).then_some(())
-        }
+    eventually("the attempt in /v1/stats/recent", ARRIVAL, async || {
+        let answer = app.get_json("/v1/stats/recent?days=1", None).await;
+        answer.to_string().contains(&recent).then_some(())
     })
     .await;
     let dom = crate::console::dom(&app.url("/?refresh=0"), 1280, 900, 5_000).await;

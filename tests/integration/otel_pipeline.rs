@@ -110,13 +110,15 @@ async fn arrived_submissions(stack: &Stack, service: &str, expected: usize) -> V
          FROM {}.lead_submissions WHERE service = ? ORDER BY span_id",
         stack.clickhouse.database
     );
-    eventually("all lead.submit spans in lead_submissions", ARRIVAL, || {
-        let query = client.query(&sql).bind(service);
-        async move {
+    eventually(
+        "all lead.submit spans in lead_submissions",
+        ARRIVAL,
+        async || {
+            let query = client.query(&sql).bind(service);
             let rows: Vec<Submission> = logged(query.fetch_all().await)?;
             (rows.len() >= expected).then_some(rows)
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -208,9 +210,9 @@ async fn sums_and_histograms_land_in_the_metrics_tables_with_their_values() {
          WHERE ServiceName = ? AND MetricName = 'leads.submissions' AND Attributes['source'] = 'quiz' \
          ORDER BY TimeUnix DESC LIMIT 1"
     );
-    let total = eventually("the counter in otel_metrics_sum", ARRIVAL, || {
+    let total = eventually("the counter in otel_metrics_sum", ARRIVAL, async || {
         let query = client.query(&sum_sql).bind(&service);
-        async move { logged(query.fetch_optional::<f64>().await).flatten() }
+        logged(query.fetch_optional::<f64>().await).flatten()
     })
     .await;
     assert_eq!(total, 7.0);
@@ -222,12 +224,15 @@ async fn sums_and_histograms_land_in_the_metrics_tables_with_their_values() {
          WHERE ServiceName = ? AND MetricName = 'leads.submission.duration' \
          ORDER BY TimeUnix DESC LIMIT 1"
     );
-    let point: HistogramPoint =
-        eventually("the histogram in otel_metrics_histogram", ARRIVAL, || {
+    let point: HistogramPoint = eventually(
+        "the histogram in otel_metrics_histogram",
+        ARRIVAL,
+        async || {
             let query = client.query(&histogram_sql).bind(&service);
-            async move { logged(query.fetch_optional().await).flatten() }
-        })
-        .await;
+            logged(query.fetch_optional().await).flatten()
+        },
+    )
+    .await;
     assert_eq!(point.count, 4);
     assert!((point.sum - 2.625).abs() < 1e-9, "sum {}", point.sum);
     assert_eq!(point.explicit_bounds, vec![0.01, 0.1, 1.0]);

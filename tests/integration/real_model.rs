@@ -6,7 +6,6 @@
 //! tens of seconds each), all in one test so they share one backfill and never queue
 //! behind each other for the server's single slot.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
@@ -22,7 +21,7 @@ use lead_lab::config::{LlmProvider, LlmSettings, Settings};
 use serde_json::Value;
 
 use crate::app::TestApp;
-use crate::simulate::{SCENARIOS, backfill, lab, landed};
+use crate::simulate::{replayed, shipped};
 use crate::support::free_port;
 
 /// The name the dev model server serves its model under.
@@ -152,13 +151,8 @@ async fn narrate_directly(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_simulated_day_is_narrated_by_the_real_model_through_both_apis() {
     let model = DevModel::require().await;
-    let crm = free_port();
-    let mut app = lab(crm).await;
-    let scenario = PathBuf::from(SCENARIOS).join("quiet.toml");
     let first = chrono::Utc::now().date_naive() - chrono::Duration::days(3);
-    let report = backfill(&app, &scenario, first, 2, 1, crm).await;
-    landed(&app, report.summary.total()).await;
-    app.stop().await;
+    let (app, _) = replayed(&shipped("quiet.toml"), first, 2, 1).await;
     let day = first + chrono::Duration::days(1);
 
     // Through each API, the analyzer's whole path: stored as the model's report.
@@ -235,13 +229,8 @@ async fn a_simulated_day_is_narrated_by_the_real_model_through_both_apis() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_model_or_no_server_ends_degraded_with_the_rules_report() {
     let model = DevModel::require().await;
-    let crm = free_port();
-    let mut app = lab(crm).await;
-    let scenario = PathBuf::from(SCENARIOS).join("quiet.toml");
     let day = chrono::Utc::now().date_naive() - chrono::Duration::days(2);
-    let report = backfill(&app, &scenario, day, 1, 2, crm).await;
-    landed(&app, report.summary.total()).await;
-    app.stop().await;
+    let (app, _) = replayed(&shipped("quiet.toml"), day, 1, 2).await;
 
     let down = LlmSettings {
         url: format!("http://127.0.0.1:{}", free_port()),

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::app::TestApp;
 use crate::fake_ollama::{FakeOllama, Reply};
-use crate::ingest::{expect, lead, rows_of};
+use crate::ingest::{expect, expect_accepted, expect_refused, lead, rows_of};
 use crate::support::analysis::{ADMIN_TOKEN, finished, plain_report, start_analysis as start};
 use crate::support::{
     ClickHouseEnv, PrivateRedis, TestDatabase, eventually, redis_url, serve_process,
@@ -36,15 +36,9 @@ async fn replicas(customize: impl FnOnce(&mut Settings)) -> (TestApp, TestApp) {
 async fn the_same_lead_posted_to_two_instances_is_accepted_once() {
     let (mut a, mut b) = replicas(|_| {}).await;
     let body = lead("quiz", "/pricing");
-    expect(
-        a.post_lead(Some(&a.keys.quiz), &body).await,
-        201,
-        "accepted",
-        None,
-    )
-    .await;
+    expect_accepted(a.post_lead(Some(&a.keys.quiz), &body).await).await;
     let again = b.post_lead(Some(&b.keys.quiz), &body).await;
-    expect(again, 409, "rejected", Some("duplicate")).await;
+    expect_refused(again, 409, "duplicate").await;
     a.stop().await;
     b.stop().await;
 
@@ -54,7 +48,7 @@ async fn the_same_lead_posted_to_two_instances_is_accepted_once() {
     let body = lead("quiz", "/pricing");
     for app in [&alone, &beside] {
         let answer = app.post_lead(Some(&app.keys.quiz), &body).await;
-        expect(answer, 201, "accepted", None).await;
+        expect_accepted(answer).await;
     }
     alone.stop().await;
     beside.stop().await;
@@ -231,13 +225,7 @@ async fn with_redis_down_dedup_refuses_with_503_rate_limits_let_through_and_noth
     })
     .await;
     let quiz = app.keys.quiz.clone();
-    expect(
-        app.post_lead(Some(&quiz), &lead("quiz", "/up")).await,
-        201,
-        "accepted",
-        None,
-    )
-    .await;
+    expect_accepted(app.post_lead(Some(&quiz), &lead("quiz", "/up")).await).await;
 
     redis.stop();
     let waiting = lead("quiz", "/down");
@@ -261,15 +249,16 @@ async fn with_redis_down_dedup_refuses_with_503_rate_limits_let_through_and_noth
     }
 
     redis.restart().await;
-    eventually("Redis to be used again", Duration::from_secs(20), || {
-        let (app, waiting, quiz) = (&app, &waiting, &quiz);
-        async move {
-            let answer = app.post_lead(Some(quiz), waiting).await;
+    eventually(
+        "Redis to be used again",
+        Duration::from_secs(20),
+        async || {
+            let answer = app.post_lead(Some(&quiz), &waiting).await;
             let status = answer.status().as_u16();
             assert_ne!(status, 500);
             (status == 201).then_some(())
-        }
-    })
+        },
+    )
     .await;
     let rows = rows_of(&app, 1 + 1 + 3 + 12 + 1).await;
     let refusals = rows

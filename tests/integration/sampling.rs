@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::app::TestApp;
-use crate::ingest::{Row, expect, lead, rows_of};
+use crate::ingest::{Row, expect_accepted, expect_refused, lead, rows_of};
 use crate::support::{eventually, logged};
 
 const ARRIVAL: Duration = Duration::from_secs(30);
@@ -23,20 +23,18 @@ struct Named {
 /// spans have arrived.
 async fn span_names(app: &TestApp, records: u64) -> Vec<Named> {
     let client = app.stack.client();
-    eventually("the app's spans", ARRIVAL, || {
+    eventually("the app's spans", ARRIVAL, async || {
         let query = client
             .query(
                 "SELECT SpanName AS name, count() AS spans FROM otel_traces \
                  WHERE ServiceName = ? GROUP BY name ORDER BY name",
             )
             .bind(&app.service);
-        async move {
-            logged(query.fetch_all::<Named>().await).filter(|names: &Vec<Named>| {
-                names
-                    .iter()
-                    .any(|n| n.name == "lead.submit" && n.spans >= records)
-            })
-        }
+        logged(query.fetch_all::<Named>().await).filter(|names: &Vec<Named>| {
+            names
+                .iter()
+                .any(|n| n.name == "lead.submit" && n.spans >= records)
+        })
     })
     .await
 }
@@ -59,7 +57,7 @@ async fn post_under_parent(app: &TestApp, flag: &str) -> String {
         .send()
         .await
         .unwrap();
-    let body = expect(answer, 201, "accepted", None).await;
+    let body = expect_accepted(answer).await;
     assert_eq!(body["trace_id"], trace_id.as_str(), "the caller's trace");
     trace_id
 }
@@ -80,21 +78,19 @@ async fn a_head_sampling_client_still_leaves_every_attempt_on_record() {
         names: Vec<String>,
     }
     let client = app.stack.client();
-    let traces: Vec<Traced> = eventually("six recorded attempts", ARRIVAL, || {
+    let traces: Vec<Traced> = eventually("six recorded attempts", ARRIVAL, async || {
         let query = client
             .query(
                 "SELECT TraceId AS trace_id, arraySort(groupArray(SpanName)) AS names \
                  FROM otel_traces WHERE ServiceName = ? GROUP BY trace_id",
             )
             .bind(&app.service);
-        async move {
-            logged(query.fetch_all::<Traced>().await).filter(|t: &Vec<Traced>| {
-                t.iter()
-                    .filter(|t| t.names.contains(&"lead.submit".to_owned()))
-                    .count()
-                    >= 6
-            })
-        }
+        logged(query.fetch_all::<Traced>().await).filter(|t: &Vec<Traced>| {
+            t.iter()
+                .filter(|t| t.names.contains(&"lead.submit".to_owned()))
+                .count()
+                >= 6
+        })
     })
     .await;
     for trace_id in &unsampled {
@@ -118,12 +114,9 @@ async fn a_head_sampling_client_still_leaves_every_attempt_on_record() {
 async fn at_ratio_zero_every_attempt_is_recorded_and_no_request_span_exported() {
     let mut app = TestApp::spawn_with(|s| s.otel.trace_sample_ratio = 0.0).await;
     for page in ["/a", "/b", "/c", "/d"] {
-        expect(
+        expect_accepted(
             app.post_lead(Some(&app.keys.quiz), &lead("quiz", page))
                 .await,
-            201,
-            "accepted",
-            None,
         )
         .await;
     }
@@ -146,35 +139,20 @@ async fn at_ratio_zero_every_attempt_is_recorded_and_no_request_span_exported() 
 async fn attempts_refused_before_their_body_is_read_name_their_source() {
     let mut app = TestApp::spawn().await;
     let k = app.keys.clone();
+    let form_path = "/v1/forms/pricing-contact";
     let form = app
-        .http
-        .post(app.url("/v1/forms/pricing-contact"))
-        .bearer_auth(&k.web_form)
-        .header("content-type", "text/plain")
-        .body("name=Grace")
-        .send()
-        .await
-        .unwrap();
-    expect(form, 415, "rejected", Some("unsupported_media_type")).await;
+        .post_bytes(form_path, Some(&k.web_form), "text/plain", "name=Grace")
+        .await;
+    expect_refused(form, 415, "unsupported_media_type").await;
+    let urlencoded = "application/x-www-form-urlencoded";
     let keyless_form = app
-        .http
-        .post(app.url("/v1/forms/pricing-contact"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(vec![b'a'; 64 * 1024])
-        .send()
-        .await
-        .unwrap();
-    expect(keyless_form, 413, "rejected", Some("payload_too_large")).await;
+        .post_bytes(form_path, None, urlencoded, vec![b'a'; 64 * 1024])
+        .await;
+    expect_refused(keyless_form, 413, "payload_too_large").await;
     let leads = app
-        .http
-        .post(app.url("/v1/leads"))
-        .bearer_auth(&k.quiz)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    expect(leads, 400, "rejected", Some("invalid_payload")).await;
+        .post_bytes("/v1/leads", Some(&k.quiz), "application/json", "{not json")
+        .await;
+    expect_refused(leads, 400, "invalid_payload").await;
     app.stop().await;
 
     #[derive(Debug, PartialEq, clickhouse::Row, serde::Deserialize)]
@@ -185,14 +163,14 @@ async fn attempts_refused_before_their_body_is_read_name_their_source() {
         reason: String,
     }
     let client = app.stack.client();
-    let rows: Vec<Attributed> = eventually("three rows", ARRIVAL, || {
+    let rows: Vec<Attributed> = eventually("three rows", ARRIVAL, async || {
         let query = client
             .query(
                 "SELECT source, page, form_id, reason FROM lead_submissions \
                  WHERE service = ? ORDER BY reason",
             )
             .bind(&app.service);
-        async move { logged(query.fetch_all::<Attributed>().await).filter(|r| r.len() >= 3) }
+        logged(query.fetch_all::<Attributed>().await).filter(|r| r.len() >= 3)
     })
     .await;
     let row = |source: &str, page: &str, form_id: &str, reason: &str| Attributed {
@@ -268,7 +246,7 @@ async fn junk_methods_and_paths_share_a_bounded_set_of_names_and_series() {
         route: String,
     }
     let client = app.stack.client();
-    let series: Vec<Series> = eventually("the request duration series", ARRIVAL, || {
+    let series: Vec<Series> = eventually("the request duration series", ARRIVAL, async || {
         let query = client
             .query(
                 "SELECT DISTINCT Attributes['http.request.method'] AS method, \
@@ -276,10 +254,8 @@ async fn junk_methods_and_paths_share_a_bounded_set_of_names_and_series() {
                  WHERE ServiceName = ? AND MetricName = 'http.server.request.duration'",
             )
             .bind(&app.service);
-        async move {
-            logged(query.fetch_all::<Series>().await)
-                .filter(|s: &Vec<Series>| s.iter().any(|s| s.method == "POST"))
-        }
+        logged(query.fetch_all::<Series>().await)
+            .filter(|s: &Vec<Series>| s.iter().any(|s| s.method == "POST"))
     })
     .await;
     assert!(series.len() <= 4, "series of 201 requests: {series:?}");

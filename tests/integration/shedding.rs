@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::app::{FakeCrm, TestApp};
-use crate::ingest::{expect, lead, with};
+use crate::ingest::{expect, expect_accepted, lead, with};
 use crate::support::{eventually, logged};
 
 const ARRIVAL: Duration = Duration::from_secs(30);
@@ -88,7 +88,7 @@ async fn a_keyless_flood_cannot_amplify_or_push_valid_leads_off_the_record() {
         let answer = app
             .post_lead(Some(&app.keys.quiz), &lead("quiz", "/quiz/real"))
             .await;
-        expect(answer, 201, "accepted", None).await;
+        expect_accepted(answer).await;
         valid += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -116,7 +116,7 @@ async fn a_keyless_flood_cannot_amplify_or_push_valid_leads_off_the_record() {
         pages: u64,
     }
     let client = app.stack.client();
-    let tally: Tally = eventually("every recorded attempt", ARRIVAL, || {
+    let tally: Tally = eventually("every recorded attempt", ARRIVAL, async || {
         let query = client
             .query(
                 "SELECT countIf(outcome = 'accepted') AS accepted, \
@@ -126,10 +126,8 @@ async fn a_keyless_flood_cannot_amplify_or_push_valid_leads_off_the_record() {
                  FROM lead_submissions WHERE service = ?",
             )
             .bind(&app.service);
-        async move {
-            logged(query.fetch_one::<Tally>().await)
-                .filter(|t: &Tally| t.accepted + t.keyless >= valid + flood)
-        }
+        logged(query.fetch_one::<Tally>().await)
+            .filter(|t: &Tally| t.accepted + t.keyless >= valid + flood)
     })
     .await;
     assert_eq!(tally.accepted, valid, "every accepted lead is on record");
@@ -277,12 +275,12 @@ async fn past_the_in_flight_cap_attempts_are_shed_and_still_recorded() {
     }
     app.stop().await;
     let client = app.stack.client();
-    let (source, reason): (String, String) = eventually("the shed attempt's row", ARRIVAL, || {
+    let (source, reason): (String, String) = eventually("the shed attempt's row", ARRIVAL, async || {
         let query = client
             .query("SELECT source, reason FROM lead_submissions WHERE service = ? AND reason = 'overloaded'")
             .bind(&app.service);
-        async move { logged(query.fetch_optional::<(String, String)>().await).flatten() }
-    })
+ logged(query.fetch_optional::<(String, String)>().await).flatten()
+})
     .await;
     assert_eq!((source.as_str(), reason.as_str()), ("quiz", "overloaded"));
 }

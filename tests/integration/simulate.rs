@@ -63,6 +63,27 @@ pub async fn backfill(
     .expect("the simulation runs")
 }
 
+/// A stopped lab after `days` of a scenario from `first_day` have been backfilled and
+/// have landed: its database holds the days, ready to analyse.
+pub async fn replayed(
+    scenario: &Path,
+    first_day: NaiveDate,
+    days: u32,
+    seed: u64,
+) -> (TestApp, RunReport) {
+    let crm = free_port();
+    let mut app = lab(crm).await;
+    let report = backfill(&app, scenario, first_day, days, seed, crm).await;
+    landed(&app, report.summary.total()).await;
+    app.stop().await;
+    (app, report)
+}
+
+/// A scenario shipped under scenarios/.
+pub fn shipped(file: &str) -> PathBuf {
+    PathBuf::from(SCENARIOS).join(file)
+}
+
 pub fn week_start() -> NaiveDate {
     chrono::Utc::now().date_naive() - chrono::Duration::days(7)
 }
@@ -76,19 +97,18 @@ struct Count {
 /// Rows of the app per `day|source|outcome|reason`, once `total` have arrived.
 pub async fn landed(app: &TestApp, total: u64) -> BTreeMap<String, u64> {
     let client = app.stack.client();
-    eventually("every simulated attempt in lead_submissions", Duration::from_secs(60), || {
+    eventually("every simulated attempt in lead_submissions", Duration::from_secs(60), async || {
         let query = client
             .query(
                 "SELECT concat(toString(toDate(event_time, 'UTC')), '|', source, '|', outcome, '|', reason) AS key, \
                  count() AS n FROM lead_submissions WHERE service = ? GROUP BY key",
             )
             .bind(&app.service);
-        async move {
             let counts = logged(query.fetch_all::<Count>().await)?;
             let sum: u64 = counts.iter().map(|c| c.n).sum();
             (sum >= total).then(|| counts.into_iter().map(|c| (c.key, c.n)).collect())
-        }
-    })
+
+})
     .await
 }
 
@@ -207,12 +227,8 @@ async fn inside_and_outside(app: &TestApp, window: (&str, &str), condition: &str
 async fn replay(kind: &str) -> (TestApp, toml::Value, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let (path, incident) = single_incident_scenario(kind, dir.path());
-    let crm = free_port();
-    let mut app = lab(crm).await;
     let first_day = chrono::Utc::now().date_naive() - chrono::Duration::days(3);
-    let report = backfill(&app, &path, first_day, 2, 3, crm).await;
-    landed(&app, report.summary.total()).await;
-    app.stop().await;
+    let (app, report) = replayed(&path, first_day, 2, 3).await;
     let truth = &report.ground_truth[0];
     assert_eq!(truth.kind, kind);
     (app, incident, truth.start.clone(), truth.end.clone())
@@ -222,32 +238,37 @@ fn text(incident: &toml::Value, key: &str) -> String {
     incident[key].as_str().unwrap().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_rotated_key_shows_as_unauthorized_attempts_of_its_source() {
-    let (app, incident, start, end) = replay("wrong_key").await;
-    let condition = format!(
-        "reason = 'unauthorized' AND source = '{}'",
-        text(&incident, "source")
-    );
-    let (inside, outside) = inside_and_outside(&app, (&start, &end), &condition).await;
+/// Replays one `kind` of incident and asserts that at least `min_inside` attempts match
+/// the condition (made from the incident) inside its window and none outside it.
+async fn assert_confined(kind: &str, min_inside: u64, condition: impl Fn(&toml::Value) -> String) {
+    let (app, incident, start, end) = replay(kind).await;
+    let (inside, outside) = inside_and_outside(&app, (&start, &end), &condition(&incident)).await;
     assert!(
-        inside >= 10 && outside == 0,
-        "inside {inside}, outside {outside}"
+        inside >= min_inside && outside == 0,
+        "{kind}: inside {inside}, outside {outside}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_key_shows_as_unauthorized_attempts_of_its_source() {
+    assert_confined("wrong_key", 10, |incident| {
+        format!(
+            "reason = 'unauthorized' AND source = '{}'",
+            text(incident, "source")
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_siblings_key_shows_as_source_key_mismatch_on_the_claimed_source() {
-    let (app, incident, start, end) = replay("foreign_key").await;
-    let condition = format!(
-        "reason = 'source_key_mismatch' AND source = '{}'",
-        text(&incident, "source")
-    );
-    let (inside, outside) = inside_and_outside(&app, (&start, &end), &condition).await;
-    assert!(
-        inside >= 10 && outside == 0,
-        "inside {inside}, outside {outside}"
-    );
+    assert_confined("foreign_key", 10, |incident| {
+        format!(
+            "reason = 'source_key_mismatch' AND source = '{}'",
+            text(incident, "source")
+        )
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -267,35 +288,23 @@ async fn a_broken_field_shows_as_invalid_field_on_its_page() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bot_burst_is_rate_limited_on_one_client() {
-    let (app, _, start, end) = replay("bot_burst").await;
-    let condition = "reason = 'rate_limited' AND client_id = 'quiz-app'";
-    let (inside, outside) = inside_and_outside(&app, (&start, &end), condition).await;
-    assert!(
-        inside >= 10 && outside == 0,
-        "inside {inside}, outside {outside}"
-    );
+    assert_confined("bot_burst", 10, |_| {
+        "reason = 'rate_limited' AND client_id = 'quiz-app'".to_owned()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crm_outage_fails_deliveries_as_downstream_error() {
-    let (app, _, start, end) = replay("crm_down").await;
-    let (inside, outside) =
-        inside_and_outside(&app, (&start, &end), "reason = 'downstream_error'").await;
-    assert!(
-        inside >= 3 && outside == 0,
-        "inside {inside}, outside {outside}"
-    );
+    assert_confined("crm_down", 3, |_| "reason = 'downstream_error'".to_owned()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_crm_fails_deliveries_as_downstream_timeout() {
-    let (app, _, start, end) = replay("crm_slow").await;
-    let (inside, outside) =
-        inside_and_outside(&app, (&start, &end), "reason = 'downstream_timeout'").await;
-    assert!(
-        inside >= 1 && outside == 0,
-        "inside {inside}, outside {outside}"
-    );
+    assert_confined("crm_slow", 1, |_| {
+        "reason = 'downstream_timeout'".to_owned()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

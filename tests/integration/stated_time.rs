@@ -12,7 +12,7 @@ use lead_lab::ingest::hash_key;
 use serde_json::{Value, json};
 
 use crate::app::{FakeCrm, TestApp};
-use crate::ingest::{expect, lead, with};
+use crate::ingest::{expect_accepted, expect_refused, lead, with};
 use crate::support::{eventually, logged, unique_name};
 
 const ARRIVAL: Duration = Duration::from_secs(30);
@@ -36,7 +36,7 @@ async fn stated(
 }
 
 async fn field_error(answer: reqwest::Response) {
-    let body = expect(answer, 422, "rejected", Some("invalid_field")).await;
+    let body = expect_refused(answer, 422, "invalid_field").await;
     assert_eq!(body["field"], "submitted_at", "{body}");
 }
 
@@ -82,19 +82,19 @@ async fn stated_times_out_of_bounds_or_unvouched_are_refused() {
     field_error(stated(&app, &k.quiz, &web_sim, &yesterday, &quiz()).await).await;
     let web = lead("web_form", "/contact");
     let ok = stated(&app, &k.web_form, &web_sim, &yesterday, &web).await;
-    expect(ok, 201, "accepted", None).await;
+    expect_accepted(ok).await;
     app.stop().await;
 
     let client = app.stack.client();
-    let (replayed, days_ago): (u8, i64) = eventually("the replayed row", ARRIVAL, || {
+    let (replayed, days_ago): (u8, i64) = eventually("the replayed row", ARRIVAL, async || {
         let query = client
             .query(
                 "SELECT replayed, toInt64(dateDiff('hour', event_time, now64(9))) FROM lead_submissions \
                  WHERE service = ? AND outcome = 'accepted'",
             )
             .bind(&app.service);
-        async move { logged(query.fetch_optional::<(u8, i64)>().await).flatten() }
-    })
+ logged(query.fetch_optional::<(u8, i64)>().await).flatten()
+})
     .await;
     assert_eq!(replayed, 1);
     assert!(
@@ -119,30 +119,12 @@ async fn replayed_history_cannot_throttle_or_dedupe_live_leads() {
     let answer = app
         .post_lead(Some(&k.limited), &lead("quiz", "/quiz/bot/live"))
         .await;
-    expect(answer, 201, "accepted", None).await;
+    expect_accepted(answer).await;
     // The same lead replayed and then sent live is not a duplicate of itself.
     let same = lead("quiz", "/quiz/same");
-    expect(
-        stated(&app, &k.quiz, &k.simulator, &an_hour_ago, &same).await,
-        201,
-        "accepted",
-        None,
-    )
-    .await;
-    expect(
-        app.post_lead(Some(&k.quiz), &same).await,
-        201,
-        "accepted",
-        None,
-    )
-    .await;
-    expect(
-        app.post_lead(Some(&k.quiz), &same).await,
-        409,
-        "rejected",
-        Some("duplicate"),
-    )
-    .await;
+    expect_accepted(stated(&app, &k.quiz, &k.simulator, &an_hour_ago, &same).await).await;
+    expect_accepted(app.post_lead(Some(&k.quiz), &same).await).await;
+    expect_refused(app.post_lead(Some(&k.quiz), &same).await, 409, "duplicate").await;
     app.stop().await;
 }
 
@@ -172,15 +154,15 @@ async fn a_retry_after_a_cut_off_delivery_is_neither_a_duplicate_nor_a_second_cr
     // can come after a quick retry arrives (that retry would meet the live reservation,
     // a duplicate, as designed). Retry once the cut-off attempt is on record.
     let client = app.stack.client();
-    eventually("the cut-off attempt on record", ARRIVAL, || {
+    eventually("the cut-off attempt on record", ARRIVAL, async || {
         let query = client
             .query("SELECT count() FROM lead_submissions WHERE service = ? AND reason = 'client_closed'")
             .bind(&app.service);
-        async move { (logged(query.fetch_one::<u64>().await)? >= 1).then_some(()) }
-    })
+ (logged(query.fetch_one::<u64>().await)? >= 1).then_some(())
+})
     .await;
     let retry = app.post_lead(Some(&app.keys.quiz), &body).await;
-    expect(retry, 201, "accepted", None).await;
+    expect_accepted(retry).await;
     app.stop().await;
 
     let keys = crm.idempotency_keys();
@@ -191,11 +173,11 @@ async fn a_retry_after_a_cut_off_delivery_is_neither_a_duplicate_nor_a_second_cr
     );
     assert_eq!(keys[0].len(), 32);
 
-    let reasons: Vec<String> = eventually("both attempts on record", ARRIVAL, || {
+    let reasons: Vec<String> = eventually("both attempts on record", ARRIVAL, async || {
         let query = client
             .query("SELECT reason FROM lead_submissions WHERE service = ? ORDER BY event_time")
             .bind(&app.service);
-        async move { logged(query.fetch_all::<String>().await).filter(|r| r.len() >= 2) }
+        logged(query.fetch_all::<String>().await).filter(|r| r.len() >= 2)
     })
     .await;
     assert_eq!(

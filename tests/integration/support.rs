@@ -145,11 +145,11 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 /// Polls `probe` until it returns Some, or panics with `what` after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(value) = probe().await {
@@ -166,13 +166,14 @@ where
 /// Waits until the service at `base` answers `/healthz`.
 pub async fn healthy(base: &str) {
     let healthz = format!("{base}/healthz");
-    eventually("the service to answer", Duration::from_secs(30), || {
-        let healthz = healthz.clone();
-        async move {
+    eventually(
+        "the service to answer",
+        Duration::from_secs(30),
+        async || {
             let answer = reqwest::get(&healthz).await.ok()?;
             answer.status().is_success().then_some(())
-        }
-    })
+        },
+    )
     .await;
 }
 
@@ -291,15 +292,12 @@ impl PrivateRedis {
         eventually(
             "the private Redis to answer",
             Duration::from_secs(10),
-            || {
-                let client = client.clone();
-                async move {
-                    let mut connection = client.get_multiplexed_async_connection().await.ok()?;
-                    redis::cmd("PING")
-                        .query_async::<String>(&mut connection)
-                        .await
-                        .ok()
-                }
+            async || {
+                let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .ok()
             },
         )
         .await;

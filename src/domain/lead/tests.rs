@@ -5,6 +5,20 @@ use serde_json::json;
 
 use super::*;
 
+/// Asserts the rejection of a body with a key the API does not know: invalid_payload,
+/// no field, and a message that starts with `message_start`.
+pub(super) fn assert_unknown_key(rejection: &Rejection, message_start: &str) {
+    assert_eq!(
+        (rejection.reason, rejection.field),
+        (Reason::InvalidPayload, None)
+    );
+    assert!(
+        rejection.message.starts_with(message_start),
+        "{}",
+        rejection.message
+    );
+}
+
 const REJECT: UnknownFields = UnknownFields::Reject;
 const IGNORE: UnknownFields = UnknownFields::Ignore;
 
@@ -406,15 +420,7 @@ fn batch_shape_errors_reject_the_whole_batch() {
 fn batch_unknown_top_level_keys_follow_the_setting() {
     let body = serde_json::to_vec(&json!({"leads": [valid()], "meta": 1})).unwrap();
     let rejection = batch_from_json(&body, 5, REJECT).unwrap_err();
-    assert_eq!(
-        (rejection.reason, rejection.field),
-        (Reason::InvalidPayload, None)
-    );
-    assert!(
-        rejection
-            .message
-            .starts_with("body has unknown field `meta`")
-    );
+    assert_unknown_key(&rejection, "body has unknown field `meta`");
     assert_eq!(batch_from_json(&body, 5, IGNORE).unwrap().len(), 1);
 }
 

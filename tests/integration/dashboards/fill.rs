@@ -107,7 +107,7 @@ pub(super) async fn fill() -> (TimeRange, TimeRange) {
     eventually(
         "the stopped service's final leads.submissions points",
         Duration::from_secs(60),
-        || {
+        async || {
             let query = client
                 .query(
                     "SELECT toUInt64(sum(v)) FROM (SELECT max(Value) AS v FROM otel_metrics_sum \
@@ -115,7 +115,7 @@ pub(super) async fn fill() -> (TimeRange, TimeRange) {
                      GROUP BY Attributes, StartTimeUnix)",
                 )
                 .bind(&app.service);
-            async move { (logged(query.fetch_one::<u64>().await)? >= total).then_some(()) }
+            (logged(query.fetch_one::<u64>().await)? >= total).then_some(())
         },
     )
     .await;

@@ -68,13 +68,10 @@ pub async fn run_in(app: &TestApp, run_id: &str, statuses: &[&str]) -> Value {
     eventually(
         "the analysis to reach its status",
         Duration::from_secs(60),
-        || {
-            let path = path.clone();
-            async move {
-                let view = app.get_json(&path, Some(ADMIN_TOKEN)).await;
-                let status = view["run"]["status"].as_str().unwrap_or_default();
-                statuses.contains(&status).then_some(view)
-            }
+        async || {
+            let view = app.get_json(&path, Some(ADMIN_TOKEN)).await;
+            let status = view["run"]["status"].as_str().unwrap_or_default();
+            statuses.contains(&status).then_some(view)
         },
     )
     .await
