@@ -178,20 +178,12 @@ impl Settings {
         }
         // An alias env var (LEADLAB_OLLAMA_URL) first, so the new name (LEADLAB_LLM_URL)
         // wins when both are set.
-        let aliases = Env::prefixed(ENV_PREFIX)
-            .filter(|key| schema::setting_for_alias_env_suffix(key.as_str()).is_some())
-            .map(|key| {
-                let setting = schema::setting_for_alias_env_suffix(key.as_str())
-                    .expect("filtered to known aliases above");
-                setting.key.into()
-            });
-        let env = Env::prefixed(ENV_PREFIX)
-            .filter(|key| schema::setting_for_env_suffix(key.as_str()).is_some())
-            .map(|key| {
-                let setting = schema::setting_for_env_suffix(key.as_str())
-                    .expect("filtered to known settings above");
-                setting.key.into()
-            });
+        let aliases = Env::prefixed(ENV_PREFIX).filter_map(|key| {
+            schema::setting_for_alias_env_suffix(key.as_str()).map(|setting| setting.key.into())
+        });
+        let env = Env::prefixed(ENV_PREFIX).filter_map(|key| {
+            schema::setting_for_env_suffix(key.as_str()).map(|setting| setting.key.into())
+        });
         let figment = figment.merge(aliases);
         let settings: Settings = figment
             .merge(env)

@@ -241,31 +241,18 @@ mod tests {
     }
 
     #[test]
-    fn missing_or_unknown_keys_are_unauthorized() {
+    fn refusals_name_why() {
         let registry = registry();
-        assert_eq!(refusal(&registry, None, "quiz"), Reason::Unauthorized);
-        assert_eq!(
-            refusal(&registry, Some("guess"), "quiz"),
-            Reason::Unauthorized
-        );
-    }
-
-    #[test]
-    fn another_sources_key_is_a_mismatch_not_unauthorized() {
-        let registry = registry();
-        assert_eq!(
-            refusal(&registry, Some("quiz-secret"), "qr_code"),
-            Reason::SourceKeyMismatch
-        );
-    }
-
-    #[test]
-    fn a_disabled_source_is_refused_even_with_its_own_key() {
-        let registry = registry();
-        assert_eq!(
-            refusal(&registry, Some("qr-secret"), "qr_code"),
-            Reason::SourceDisabled
-        );
+        for (key, source, why) in [
+            (None, "quiz", Reason::Unauthorized),
+            (Some("guess"), "quiz", Reason::Unauthorized),
+            // Another source's key is a mismatch, not unauthorized.
+            (Some("quiz-secret"), "qr_code", Reason::SourceKeyMismatch),
+            // A disabled source is refused even with its own key.
+            (Some("qr-secret"), "qr_code", Reason::SourceDisabled),
+        ] {
+            assert_eq!(refusal(&registry, key, source), why, "{key:?} for {source}");
+        }
     }
 
     /// Why `registry` refuses a request with this key (if any) for `source`.

@@ -177,11 +177,17 @@ mod tests {
         name.to_owned()
     }
 
-    /// Spends the whole burst of `name`'s bucket at `at_ms`.
-    fn drain(limiter: &RateLimiter<String>, name: &str, at_ms: i64) {
+    /// A limiter whose bucket `name` spent its whole burst at `at_ms`.
+    fn drained(name: &str, at_ms: i64) -> RateLimiter {
+        let limiter = RateLimiter::default();
         for _ in 0..LIMIT.burst {
             limiter.check(&key(name), LIMIT, t(at_ms)).unwrap();
         }
+        limiter
+    }
+
+    fn passes(limiter: &RateLimiter, name: &str, at_ms: i64) -> bool {
+        limiter.check(&key(name), LIMIT, t(at_ms)).is_ok()
     }
 
     #[test]
@@ -196,25 +202,21 @@ mod tests {
 
     #[test]
     fn tokens_come_back_with_time() {
-        let limiter = RateLimiter::default();
-        drain(&limiter, "k", 0);
-        assert!(limiter.check(&key("k"), LIMIT, t(500)).is_err());
-        assert!(limiter.check(&key("k"), LIMIT, t(1_000)).is_ok());
+        let limiter = drained("k", 0);
+        assert!(!passes(&limiter, "k", 500));
+        assert!(passes(&limiter, "k", 1_000));
     }
 
     #[test]
     fn clients_have_their_own_buckets() {
-        let limiter = RateLimiter::default();
-        drain(&limiter, "a", 0);
-        assert!(limiter.check(&key("a"), LIMIT, t(0)).is_err());
-        assert!(limiter.check(&key("b"), LIMIT, t(0)).is_ok());
+        let limiter = drained("a", 0);
+        assert!(!passes(&limiter, "a", 0));
+        assert!(passes(&limiter, "b", 0));
     }
 
     #[test]
     fn an_earlier_event_time_does_not_refill_or_panic() {
-        let limiter = RateLimiter::default();
-        drain(&limiter, "k", 10_000);
-        assert!(limiter.check(&key("k"), LIMIT, t(0)).is_err());
+        assert!(!passes(&drained("k", 10_000), "k", 0));
     }
 
     #[test]
