@@ -357,9 +357,7 @@ fn window_error(owned: &[&Finding], window: (DateTime<Utc>, DateTime<Utc>)) -> O
 
 fn score_incident(label: &Label, owned: &[&Finding]) -> IncidentScore {
     let window_error_minutes = window_error(owned, label.observable());
-    let evidence = |pick: fn(&(DateTime<Utc>, DateTime<Utc>)) -> DateTime<Utc>| {
-        label.evidence.as_ref().map(|e| pick(e).to_rfc3339())
-    };
+    let shown = |at: DateTime<Utc>| at.to_rfc3339();
     let missed = [
         (Target::Found, owned.is_empty()),
         (Target::OneFinding, owned.len() > 1),
@@ -376,8 +374,8 @@ fn score_incident(label: &Label, owned: &[&Finding]) -> IncidentScore {
         day: label.day,
         start: label.start.to_rfc3339(),
         end: label.end.to_rfc3339(),
-        evidence_start: evidence(|e| e.0),
-        evidence_end: evidence(|e| e.1),
+        evidence_start: label.evidence.map(|e| shown(e.0)),
+        evidence_end: label.evidence.map(|e| shown(e.1)),
         found: !owned.is_empty(),
         findings: owned.len(),
         window_error_minutes,

@@ -156,7 +156,7 @@ impl Evidence {
     ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         let mut inside = self.0.iter().filter(|at| start <= **at && **at < end);
         let first = *inside.next()?;
-        Some((first, inside.last().copied().unwrap_or(first)))
+        Some((first, inside.next_back().copied().unwrap_or(first)))
     }
 }
 
@@ -178,6 +178,10 @@ struct Planner<'a> {
     people: u64,
     evidence: Vec<Vec<DateTime<Utc>>>,
 }
+
+/// A bot_burst window to plan: (window index, start, end, leads per burst, bursts per
+/// hour).
+type Burst = (usize, DateTime<Utc>, DateTime<Utc>, u32, u32);
 
 /// A batch lead waiting for its request: when it happened and the incidents (window
 /// indices) that changed it.
@@ -534,7 +538,7 @@ impl<'a> Planner<'a> {
 
     /// bot_burst: bursts of valid leads a couple of seconds long from one client.
     fn plan_bursts(&mut self, source: &SourcePlan, day: NaiveDate, out: &mut Vec<Planned>) {
-        let bursts: Vec<(usize, DateTime<Utc>, DateTime<Utc>, u32, u32)> = self
+        let bursts: Vec<Burst> = self
             .windows
             .iter()
             .enumerate()
