@@ -73,11 +73,10 @@ pub async fn evaluate(
         };
         let day_facts = facts::compute(&ch, &query, Utc::now()).await?;
         let findings = detect::detect(&day_facts, &settings.detectors);
-        let facts = serde_json::to_value(&day_facts).unwrap_or_default();
         let input = NarrationInput {
             day,
             time_zone: &settings.analyzer.time_zone,
-            facts: &facts,
+            facts: &day_facts,
             findings: &findings,
         };
         let narration = narrate(client, input).await;

@@ -481,11 +481,10 @@ impl Analyzer {
         .map_err(|err| format!("cannot compute the facts: {err}"))?;
         let findings = self.detect(&day_facts);
         let facts_ms = millis(facts_started.elapsed());
-        let facts = serde_json::to_value(&day_facts).map_err(|e| e.to_string())?;
         let input = NarrationInput {
             day,
             time_zone: &self.settings.analyzer.time_zone,
-            facts: &facts,
+            facts: &day_facts,
             findings: &findings,
         };
         let mut narration = narrate(&self.llm, input).await;

@@ -19,6 +19,7 @@ use tracing::Instrument as _;
 use tracing::field::Empty;
 
 use super::budget::Compacted;
+use super::facts::DayFacts;
 use super::finding::Finding;
 use super::grounding::{self, Violation};
 use super::llm::{ChatRequest, LlmClient, LlmError, Message, TEMPERATURE};
@@ -36,8 +37,7 @@ pub const CALLS: u32 = 2;
 pub struct NarrationInput<'a> {
     pub day: NaiveDate,
     pub time_zone: &'a str,
-    /// The serialized `DayFacts`.
-    pub facts: &'a Value,
+    pub facts: &'a DayFacts,
     pub findings: &'a [Finding],
 }
 
@@ -94,26 +94,31 @@ enum Failure {
 pub async fn narrate(client: &LlmClient, input: NarrationInput<'_>) -> Narration {
     let mut usage = Usage::default();
     let day = input.day.format("%Y-%m-%d").to_string();
+    // The model is shown the facts as JSON, and its report is checked against them.
+    let facts = match serde_json::to_value(input.facts) {
+        Ok(facts) => facts,
+        Err(err) => return fallback(client, &input, &Value::Null, usage, err.to_string()),
+    };
     let prompt_input = PromptInput {
         day: &day,
         time_zone: input.time_zone,
-        facts: input.facts,
+        facts: &facts,
         findings: input.findings,
     };
     // Personal data stops everything before the server is even asked about the model.
     if let Err(err) = prompt::check_input(prompt_input) {
-        return fallback(client, &input, usage, err.to_string());
+        return fallback(client, &input, &facts, usage, err.to_string());
     }
     let window = match client.context_window().await {
         Ok(window) => window,
-        Err(err) => return fallback(client, &input, usage, err.to_string()),
+        Err(err) => return fallback(client, &input, &facts, usage, err.to_string()),
     };
     usage.context_window = window;
     let max_output_tokens = client.output_tokens(window);
     let prompt =
         match prompt::build_within(prompt_input, window as usize, max_output_tokens as usize) {
             Ok(prompt) => prompt,
-            Err(err) => return fallback(client, &input, usage, err.to_string()),
+            Err(err) => return fallback(client, &input, &facts, usage, err.to_string()),
         };
     usage.left_out.clone_from(&prompt.shown.left_out);
     let sources = source_names(input.facts);
@@ -136,14 +141,14 @@ pub async fn narrate(client: &LlmClient, input: NarrationInput<'_>) -> Narration
                     .push(Message::user(prompt::retry_note(&why)));
                 usage.refusals.push(why);
             }
-            Err(Failure::Server(why)) => return fallback(client, &input, usage, why),
+            Err(Failure::Server(why)) => return fallback(client, &input, &facts, usage, why),
         }
     }
     let why = format!(
         "the model's answer was unusable {CALLS} times: {}",
         usage.refusals.join("; ")
     );
-    fallback(client, &input, usage, why)
+    fallback(client, &input, &facts, usage, why)
 }
 
 /// What the model was shown: the report is checked against this, not the full facts.
@@ -153,18 +158,13 @@ struct Shown<'a> {
 }
 
 /// The names of the day's sources (`by_source`), the only values `sources_covered` takes.
-fn source_names(facts: &Value) -> Vec<String> {
-    facts["by_source"]
-        .as_array()
-        .map(|sources| {
-            sources
-                .iter()
-                .filter_map(|source| source["name"].as_str())
-                .filter(|name| !name.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
+fn source_names(facts: &DayFacts) -> Vec<String> {
+    facts
+        .by_source
+        .iter()
+        .map(|source| source.name.clone())
+        .filter(|name| !name.is_empty())
+        .collect()
 }
 
 /// One chat call in its own client span, and the strict parse of its answer.
@@ -278,12 +278,13 @@ fn from_model(mut report: Report, model: String, shown: &Shown<'_>, usage: Usage
 fn fallback(
     client: &LlmClient,
     input: &NarrationInput<'_>,
+    facts: &Value,
     usage: Usage,
     why: String,
 ) -> Narration {
     tracing::warn!(day = %input.day, error = %why, "the model did not narrate the day; using the rules' report");
     let report = rules::report_from_rules(input.facts, input.findings, input.day, input.time_zone);
-    let violations = grounding::check(&report, input.facts, input.findings);
+    let violations = grounding::check(&report, facts, input.findings);
     narration(
         report,
         Generator::Rules,

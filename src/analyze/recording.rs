@@ -270,8 +270,7 @@ mod tests {
 
     fn a_report() -> Report {
         let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
-        let facts =
-            serde_json::json!({"completeness": {"status": "complete"}, "totals": {"attempts": 10}});
+        let facts = crate::analyze::facts::fixture();
         super::super::rules::report_from_rules(&facts, &[], day, "UTC")
     }
 

@@ -2,13 +2,11 @@
 //! is stored when the model is missing, down, slow or keeps answering out of schema.
 //!
 //! Plainer than the model's prose, but every number in it is copied from the facts or
-//! from a finding, so `grounding::check` finds nothing to object to. The facts are read
-//! as JSON (the serialized `DayFacts`), and a part that is missing is left out of the
-//! text rather than failing the report.
+//! from a finding, so `grounding::check` finds nothing to object to.
 
 use chrono::NaiveDate;
-use serde_json::Value;
 
+use super::facts::{Completeness, DayFacts, DayStatus, Totals};
 use super::finding::{Finding, FindingKind};
 use super::report::{
     Confidence, ConfidenceLevel, MAX_COMPLETENESS_CHARS, MAX_EVIDENCE_CHARS, MAX_NAME_CHARS,
@@ -44,7 +42,7 @@ const NOT_ANALYSED: [&str; 3] = [
 ];
 
 pub fn report_from_rules(
-    facts: &Value,
+    facts: &DayFacts,
     findings: &[Finding],
     day: NaiveDate,
     time_zone: &str,
@@ -59,12 +57,14 @@ pub fn report_from_rules(
         scope: Scope {
             day: day.format("%Y-%m-%d").to_string(),
             time_zone: time_zone.to_owned(),
-            sources_covered: sources(facts)
-                .into_iter()
+            sources_covered: facts
+                .by_source
+                .iter()
+                .map(|entry| entry.name.clone())
                 .take(MAX_SOURCES)
                 .filter(|name| name.chars().count() <= MAX_NAME_CHARS)
                 .collect(),
-            data_completeness: clip(&completeness(facts), MAX_COMPLETENESS_CHARS),
+            data_completeness: clip(&completeness(&facts.completeness), MAX_COMPLETENESS_CHARS),
             not_analysed: NOT_ANALYSED.iter().map(|s| (*s).to_owned()).collect(),
         },
     }
@@ -81,8 +81,8 @@ fn ranked(findings: &[Finding]) -> Vec<&Finding> {
     ranked
 }
 
-fn executive_summary(facts: &Value, ranked: &[&Finding]) -> String {
-    let mut text = totals(facts);
+fn executive_summary(facts: &DayFacts, ranked: &[&Finding]) -> String {
+    let mut text = totals(&facts.totals);
     if ranked.is_empty() {
         text.push_str(" The detectors flagged nothing against the baseline.");
     } else {
@@ -95,75 +95,55 @@ fn executive_summary(facts: &Value, ranked: &[&Finding]) -> String {
     text
 }
 
-fn totals(facts: &Value) -> String {
-    let totals = &facts["totals"];
-    let Some(attempts) = number(&totals["attempts"]) else {
-        return "The facts hold no totals for the day.".to_owned();
-    };
-    let mut text = format!("The day saw {attempts} attempts");
-    let parts: Vec<String> = ["accepted", "rejected", "failed"]
-        .iter()
-        .filter_map(|key| number(&totals[*key]).map(|n| format!("{n} {key}")))
-        .collect();
-    if !parts.is_empty() {
-        text.push_str(&format!(": {}", parts.join(", ")));
-    }
-    if let Some(rate) = percent(&totals["failure_rate"]) {
-        text.push_str(&format!(" (failure rate {rate})"));
-    }
-    text.push('.');
-    text
+fn totals(totals: &Totals) -> String {
+    format!(
+        "The day saw {} attempts: {} accepted, {} rejected, {} failed (failure rate {}).",
+        totals.attempts,
+        totals.accepted,
+        totals.rejected,
+        totals.failed,
+        percent(totals.failure_rate)
+    )
 }
 
-fn user_behavior(facts: &Value, ranked: &[&Finding]) -> String {
+fn user_behavior(facts: &DayFacts, ranked: &[&Finding]) -> String {
     let mut parts = Vec::new();
-    let by_source: Vec<String> = entries(&facts["by_source"])
+    let by_source: Vec<String> = facts
+        .by_source
         .iter()
         .take(LISTED)
-        .filter_map(|entry| {
-            let name = entry["name"].as_str()?;
-            Some(format!("{name} {}", number(&entry["attempts"])?))
-        })
+        .map(|entry| format!("{} {}", entry.name, entry.attempts))
         .collect();
     if !by_source.is_empty() {
         parts.push(format!("Attempts by source: {}.", by_source.join(", ")));
     }
-    let submitters = &facts["submitters"];
-    if let (Some(distinct), Some(repeat)) = (
-        number(&submitters["distinct_submitters"]),
-        number(&submitters["repeat_submitters"]),
-    ) {
-        parts.push(format!(
-            "{distinct} distinct submitters, {repeat} of them with more than one attempt."
-        ));
-    }
-    if let Some(duplicates) = number(&submitters["duplicate_attempts"]) {
-        parts.push(format!("Duplicate attempts: {duplicates}."));
-    }
+    let submitters = &facts.submitters;
+    parts.push(format!(
+        "{} distinct submitters, {} of them with more than one attempt.",
+        submitters.distinct_submitters, submitters.repeat_submitters
+    ));
+    parts.push(format!(
+        "Duplicate attempts: {}.",
+        submitters.duplicate_attempts
+    ));
     parts.extend(summaries(ranked, |kind| !SYSTEM.contains(&kind)));
-    or_nothing(parts, "The facts hold no breakdown of user activity.")
+    parts.join(" ")
 }
 
-fn system_behavior(facts: &Value, ranked: &[&Finding]) -> String {
+fn system_behavior(facts: &DayFacts, ranked: &[&Finding]) -> String {
     let mut parts = Vec::new();
-    let overall = &facts["latency"]["overall"];
-    if let (Some(p50), Some(p95)) = (decimal(&overall["p50_ms"]), decimal(&overall["p95_ms"])) {
-        parts.push(format!("Submission latency: p50 {p50} ms, p95 {p95} ms."));
+    if let Some(overall) = &facts.latency.overall {
+        parts.push(format!(
+            "Submission latency: p50 {} ms, p95 {} ms.",
+            decimal(overall.p50_ms),
+            decimal(overall.p95_ms)
+        ));
     }
-    for window in entries(&facts["delivery"]["downstream_windows"])
-        .iter()
-        .take(LISTED)
-    {
-        if let (Some(start), Some(end), Some(timeouts), Some(errors)) = (
-            window["start"].as_str(),
-            window["end"].as_str(),
-            number(&window["timeouts"]),
-            number(&window["errors"]),
-        ) {
-            parts.push(format!(
-                "Delivery to the CRM failed between {start} and {end}: {timeouts} timeouts, {errors} errors."
-            ));
-        }
+    for window in facts.delivery.downstream_windows.iter().take(LISTED) {
+        parts.push(format!(
+            "Delivery to the CRM failed between {} and {}: {} timeouts, {} errors.",
+            window.start, window.end, window.timeouts, window.errors
+        ));
     }
     parts.extend(summaries(ranked, |kind| SYSTEM.contains(&kind)));
     or_nothing(parts, "The facts hold no latency or delivery data.")
@@ -210,54 +190,41 @@ fn signal_title(kind: FindingKind) -> &'static str {
 
 /// High for a complete day with a full baseline; medium when the baseline is shorter
 /// than asked for; low for a day not over yet, or without a single attempt.
-fn confidence(facts: &Value) -> Confidence {
+fn confidence(facts: &DayFacts) -> Confidence {
     let mut level = ConfidenceLevel::High;
     let mut reasons = vec!["Written from the facts by fixed rules, without the model.".to_owned()];
-    match facts["completeness"]["status"].as_str() {
-        Some("complete") => reasons.push("The day is complete.".to_owned()),
-        Some(_) => {
-            level = ConfidenceLevel::Low;
-            reasons.push("The day was not complete when analysed.".to_owned());
-        }
-        None => {
-            level = ConfidenceLevel::Low;
-            reasons.push("The facts do not say whether the day is complete.".to_owned());
-        }
+    if facts.completeness.status == DayStatus::Complete {
+        reasons.push("The day is complete.".to_owned());
+    } else {
+        level = ConfidenceLevel::Low;
+        reasons.push("The day was not complete when analysed.".to_owned());
     }
-    if number(&facts["totals"]["attempts"]) == Some(0) {
+    if facts.totals.attempts == 0 {
         level = ConfidenceLevel::Low;
         reasons.push("The day has no attempts.".to_owned());
     }
-    let baseline = &facts["baseline"];
-    if let (Some(with_data), Some(requested)) = (
-        number(&baseline["days_with_data"]),
-        number(&baseline["requested_days"]),
-    ) && with_data < requested
-    {
+    let baseline = &facts.baseline;
+    if baseline.days_with_data < baseline.requested_days {
         level = level.min(ConfidenceLevel::Medium);
         reasons.push(format!(
-            "The baseline has data on {with_data} of {requested} requested days."
+            "The baseline has data on {} of {} requested days.",
+            baseline.days_with_data, baseline.requested_days
         ));
     }
     Confidence { level, reasons }
 }
 
-fn completeness(facts: &Value) -> String {
-    let completeness = &facts["completeness"];
-    let Some(status) = completeness["status"].as_str() else {
-        return "unknown".to_owned();
-    };
-    let mut text = format!("Status {status}");
-    if let (Some(elapsed), Some(hours)) = (
-        number(&completeness["elapsed_hours"]),
-        number(&completeness["day_hours"]),
-    ) {
-        text.push_str(&format!(", {elapsed} of {hours} hours elapsed"));
-    }
-    let quiet: Vec<String> = entries(&completeness["hours_without_data"])
+fn completeness(completeness: &Completeness) -> String {
+    let mut text = format!(
+        "Status {}, {} of {} hours elapsed",
+        completeness.status.as_str(),
+        completeness.elapsed_hours,
+        completeness.day_hours
+    );
+    let quiet: Vec<String> = completeness
+        .hours_without_data
         .iter()
-        .filter_map(number)
-        .map(|hour| hour.to_string())
+        .map(u32::to_string)
         .collect();
     if !quiet.is_empty() {
         text.push_str(&format!(
@@ -269,36 +236,19 @@ fn completeness(facts: &Value) -> String {
     text
 }
 
-fn sources(facts: &Value) -> Vec<String> {
-    entries(&facts["by_source"])
-        .iter()
-        .filter_map(|entry| entry["name"].as_str().map(str::to_owned))
-        .collect()
-}
-
-fn entries(value: &Value) -> &[Value] {
-    value.as_array().map_or(&[], Vec::as_slice)
-}
-
-/// A whole number of the facts (counts are integers).
-fn number(value: &Value) -> Option<u64> {
-    value.as_u64()
-}
-
 /// A measurement of the facts, with one decimal unless it is whole.
-fn decimal(value: &Value) -> Option<String> {
-    let value = value.as_f64()?;
-    Some(if value.fract() == 0.0 {
+fn decimal(value: f64) -> String {
+    if value.fract() == 0.0 {
         format!("{value:.0}")
     } else {
         format!("{value:.1}")
-    })
+    }
 }
 
 /// A rate of the facts (0–1) as a percentage with one decimal, which grounding accepts
 /// as the rate × 100 at the precision written.
-fn percent(value: &Value) -> Option<String> {
-    value.as_f64().map(|rate| format!("{:.1}%", rate * 100.0))
+fn percent(rate: f64) -> String {
+    format!("{:.1}%", rate * 100.0)
 }
 
 /// The text ending in a full stop, so joined sentences read as sentences.
@@ -326,41 +276,21 @@ fn clip(text: &str, max: usize) -> String {
 mod tests {
     use std::collections::BTreeMap;
 
-    use serde_json::json;
-
     use super::*;
+    use crate::analyze::facts::fixture;
     use crate::analyze::finding::{Severity, Subject};
     use crate::analyze::grounding;
 
-    /// Shaped like a serialized `DayFacts`, trimmed to what the rules read and a bit more.
-    fn facts() -> Value {
-        json!({
-            "day": "2024-05-01",
-            "time_zone": "Europe/Berlin",
-            "completeness": {
-                "status": "complete", "day_start": "2024-05-01T00:00:00+02:00",
-                "day_end": "2024-05-02T00:00:00+02:00", "day_hours": 24, "elapsed_hours": 24,
-                "hours_without_data": [2, 3, 4]
-            },
-            "totals": {"attempts": 1234, "accepted": 1100, "rejected": 98, "failed": 36,
-                       "success_rate": 0.8914, "failure_rate": 0.1086},
-            "by_source": [
-                {"name": "web_form", "attempts": 700, "accepted": 650, "rejected": 40, "failed": 10,
-                 "failure_share": 0.07142857142857142, "share_of_day_failures": 0.373, "top_reasons": []},
-                {"name": "quiz", "attempts": 534, "accepted": 450, "rejected": 58, "failed": 26,
-                 "failure_share": 0.15730337078651685, "share_of_day_failures": 0.627, "top_reasons": []}
-            ],
-            "latency": {"overall": {"attempts": 1234, "p50_ms": 41.25, "p95_ms": 830.44, "p99_ms": 1200.0}, "by_source": []},
-            "submitters": {"distinct_submitters": 900, "repeat_submitters": 120, "retries_after_failure": 14,
-                           "duplicate_attempts": 31, "submitters_with_duplicates": 20,
-                           "high_activity_threshold": 10, "high_activity_submitters": 1,
-                           "high_activity": [{"submitter_id": "9f86d081884c", "attempts": 14, "failures": 3, "failure_share": 0.214}]},
-            "delivery": {"attempts_distribution": [], "downstream_windows": [
-                {"start": "2024-05-01T14:05:00+02:00", "end": "2024-05-01T14:20:00+02:00", "span_minutes": 15,
-                 "minutes_with_failures": 12, "timeouts": 17, "errors": 4, "attempts": 60, "downstream_failure_share": 0.35}
-            ]},
-            "baseline": {"requested_days": 7, "days_with_data": 5, "first_day": "2024-04-24", "last_day": "2024-04-30"}
-        })
+    /// The shared fixture with a baseline shorter than asked for.
+    fn facts() -> DayFacts {
+        let mut facts = fixture();
+        facts.baseline.days_with_data = 5;
+        facts
+    }
+
+    fn check(report: &Report, facts: &DayFacts, findings: &[Finding]) -> Vec<grounding::Violation> {
+        let shown = serde_json::to_value(facts).expect("facts serialise");
+        grounding::check(report, &shown, findings)
     }
 
     fn finding(kind: FindingKind, severity: Severity, summary: &str) -> Finding {
@@ -407,7 +337,7 @@ mod tests {
     fn the_rules_report_is_grounded_in_its_facts() {
         let report = report_from_rules(&facts(), &findings(), day(), "Europe/Berlin");
         assert!(report.validate().is_ok(), "{report:#?}");
-        let violations = grounding::check(&report, &facts(), &findings());
+        let violations = check(&report, &facts(), &findings());
         assert!(violations.is_empty(), "{violations:?}\n{report:#?}");
     }
 
@@ -431,11 +361,34 @@ mod tests {
     }
 
     #[test]
-    fn missing_facts_still_give_a_valid_low_confidence_report() {
-        let report = report_from_rules(&json!({}), &[], day(), "UTC");
+    fn an_unfinished_day_without_attempts_gives_a_valid_low_confidence_report() {
+        let mut facts = fixture();
+        facts.completeness.status = DayStatus::InProgress;
+        facts.completeness.elapsed_hours = 3;
+        let totals = &mut facts.totals;
+        (
+            totals.attempts,
+            totals.accepted,
+            totals.rejected,
+            totals.failed,
+        ) = (0, 0, 0, 0);
+        (totals.success_rate, totals.failure_rate) = (0.0, 0.0);
+        facts.latency.overall = None;
+        facts.delivery.downstream_windows.clear();
+        let report = report_from_rules(&facts, &[], day(), "UTC");
         assert!(report.validate().is_ok(), "{report:#?}");
         assert_eq!(report.confidence.level, ConfidenceLevel::Low);
-        assert!(grounding::check(&report, &json!({}), &[]).is_empty());
+        assert_eq!(
+            report.system_behavior,
+            "The facts hold no latency or delivery data."
+        );
+        assert!(
+            report
+                .scope
+                .data_completeness
+                .starts_with("Status in_progress, 3 of 24 hours elapsed")
+        );
+        assert!(check(&report, &facts, &[]).is_empty());
     }
 
     #[test]
@@ -454,6 +407,6 @@ mod tests {
             matches!(last_word, Some("1234" | "attempts")),
             "{last_word:?}"
         );
-        assert!(grounding::check(&report, &facts(), &many).is_empty());
+        assert!(check(&report, &facts(), &many).is_empty());
     }
 }

@@ -133,7 +133,7 @@ async fn evaluate_one(
     let (first_day, days) = simulate::last_days(zone, scenario.eval.days);
     let service = format!("{}-eval-{}", settings.otel.service_name, short_id());
     let span = Span { first_day, days };
-    let attempts = backfill(settings, options, path, scratch, &service, span).await?;
+    let (attempts, evidence) = backfill(settings, options, path, scratch, &service, span).await?;
     scratch.copy_rows(settings, &service, attempts).await?;
     let windows = plan::windows(scenario, span);
     let analysed = analysed_days(scenario, span, &windows);
@@ -153,7 +153,8 @@ async fn evaluate_one(
         let (start, end) = day_bounds(zone, day);
         let labels = windows
             .iter()
-            .filter_map(|w| Label::of_day(w, day, start, end))
+            .zip(&evidence)
+            .filter_map(|(w, evidence)| Label::of_day(w, evidence, day, start, end))
             .collect();
         results.push(DayResult {
             day,
@@ -178,7 +179,7 @@ async fn evaluate_one(
 
 /// Sends the scenario through a service of its own (its dedup warmed from the empty
 /// scratch database, deliveries to the fake CRM the simulator hosts); returns the
-/// attempts it made.
+/// attempts it made and each incident's evidence.
 async fn backfill(
     settings: &Settings,
     options: &EvalOptions,
@@ -186,7 +187,7 @@ async fn backfill(
     scratch: &Scratch,
     service: &str,
     span: Span,
-) -> Result<u64, EvalError> {
+) -> Result<(u64, Vec<plan::Evidence>), EvalError> {
     let crm = free_address();
     let mut serving = settings.clone();
     serving.otel.service_name = service.to_owned();
@@ -226,7 +227,8 @@ async fn backfill(
     if let Ok(served) = running.await {
         served?;
     }
-    Ok(report?.summary.total())
+    let report = report?;
+    Ok((report.summary.total(), report.evidence))
 }
 
 /// The days scored: from `first_analysed_day` on, and every earlier one an incident

@@ -2,11 +2,11 @@
 //! the findings nothing explains.
 
 use super::ScenarioEval;
-use super::score::WINDOW_SLACK_MINUTES;
+use super::score::{IncidentScore, WINDOW_SLACK_MINUTES};
 
 pub fn table(results: &[ScenarioEval]) -> String {
     let mut text = format!(
-        "{:<22} {:>9} {:>7} {:>9} {:>10} {:>10} {:>11} {:>12}  {}\n",
+        "{:<22} {:>9} {:>7} {:>9} {:>10} {:>10} {:>11} {:>13} {:>12}  {}\n",
         "scenario",
         "incidents",
         "recall",
@@ -14,6 +14,7 @@ pub fn table(results: &[ScenarioEval]) -> String {
         "precision",
         "max/incid",
         "max win err",
+        "(vs label)",
         "unexpl. High",
         "targets"
     );
@@ -21,7 +22,7 @@ pub fn table(results: &[ScenarioEval]) -> String {
         let s = &result.score;
         let misses = s.misses();
         text.push_str(&format!(
-            "{:<22} {:>9} {:>6.0}% {:>9} {:>9.0}% {:>10} {:>11} {:>12}  {}\n",
+            "{:<22} {:>9} {:>6.0}% {:>9} {:>9.0}% {:>10} {:>11} {:>13} {:>12}  {}\n",
             result.scenario,
             s.incidents.len(),
             s.recall * 100.0,
@@ -29,6 +30,7 @@ pub fn table(results: &[ScenarioEval]) -> String {
             s.precision * 100.0,
             s.max_findings_per_incident,
             minutes(s.max_window_error_minutes),
+            minutes(s.max_label_window_error_minutes),
             s.unexplained_high,
             if misses.is_empty() {
                 "met".to_owned()
@@ -41,7 +43,7 @@ pub fn table(results: &[ScenarioEval]) -> String {
         text.push_str(&details(result));
     }
     text.push_str(&format!(
-        "\ntargets: recall 100 %, at most 1 finding per incident, window error ≤ {WINDOW_SLACK_MINUTES:.0} min, no unexplained High finding\n"
+        "\ntargets: recall 100 %, at most 1 finding per incident, window error ≤ {WINDOW_SLACK_MINUTES:.0} min (against the first and last attempt the incident changed), no unexplained High finding\n"
     ));
     text
 }
@@ -64,12 +66,14 @@ fn details(result: &ScenarioEval) -> String {
     }
     for incident in &s.incidents {
         text.push_str(&format!(
-            "  {} {} {}: {} finding(s), window error {}\n",
+            "  {} {} {}: {} finding(s), window error {} (vs label {}), evidence {}\n",
             if incident.found { "found " } else { "MISSED" },
             incident.day,
             incident.incident,
             incident.findings,
-            minutes(incident.window_error_minutes)
+            minutes(incident.window_error_minutes),
+            minutes(incident.label_window_error_minutes),
+            evidence(incident)
         ));
         for matched in &incident.matched {
             text.push_str(&format!("      {matched}\n"));
@@ -85,6 +89,22 @@ fn details(result: &ScenarioEval) -> String {
         ));
     }
     text
+}
+
+/// `08:38–21:55` (UTC), or `none` for an incident that changed no attempt.
+fn evidence(incident: &IncidentScore) -> String {
+    let clock = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.to_utc().format("%H:%M").to_string())
+    };
+    match (
+        clock(&incident.evidence_start),
+        clock(&incident.evidence_end),
+    ) {
+        (Some(start), Some(end)) => format!("{start}–{end} UTC"),
+        _ => "none (label window used)".to_owned(),
+    }
 }
 
 fn minutes(value: Option<f64>) -> String {

@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use crate::analyze::{Finding, FindingKind, Severity};
-use crate::simulate::plan::Window;
+use crate::simulate::plan::{Evidence, Window};
 use crate::simulate::scenario::IncidentKind;
 
 /// A finding's window may start or end this far from its incident's and still be
@@ -20,6 +20,9 @@ pub struct Label {
     pub day: NaiveDate,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
+    /// The first and last attempt the incident changed that day; absent when it changed
+    /// none (it removed traffic).
+    pub evidence: Option<(DateTime<Utc>, DateTime<Utc>)>,
     pub source: Option<String>,
     pub page: Option<String>,
     pub field: Option<String>,
@@ -27,9 +30,11 @@ pub struct Label {
 }
 
 impl Label {
-    /// The part of `window` inside the day [day_start, day_end), if any.
+    /// The part of `window` (and of its `evidence`) inside the day [day_start,
+    /// day_end), if any.
     pub fn of_day(
         window: &Window<'_>,
+        evidence: &Evidence,
         day: NaiveDate,
         day_start: DateTime<Utc>,
         day_end: DateTime<Utc>,
@@ -42,11 +47,18 @@ impl Label {
             day,
             start,
             end,
+            evidence: evidence.span_within(start, end),
             source: incident.source.clone(),
             page: incident.page.clone(),
             field: incident.field.clone(),
             endpoint: incident.endpoint.clone(),
         })
+    }
+
+    /// What the window error is measured against: the evidence window, or the clock
+    /// window of an incident that changed no attempt.
+    pub fn observable(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        self.evidence.unwrap_or((self.start, self.end))
     }
 
     /// `kind source=… page=…`, for tables.
@@ -69,7 +81,7 @@ impl Label {
 }
 
 /// The finding kinds that are about an incident of `kind` (its subject and window
-/// decide which one): the kind the simulator labels it with, and the kinds that
+/// decide which one): first the kind the simulator labels it with, then the kinds that
 /// describe the same trouble from another side. A finding of any other kind is not
 /// explained by it — a form whose posts are all rejected is not a volume drop.
 pub fn explaining_kinds(kind: IncidentKind) -> &'static [FindingKind] {
@@ -87,10 +99,17 @@ pub fn explaining_kinds(kind: IncidentKind) -> &'static [FindingKind] {
             F::FailureConcentration,
             F::FailureShift,
         ],
-        IncidentKind::BrokenField | IncidentKind::NewPage | IncidentKind::RenamedForm => &[
+        IncidentKind::BrokenField | IncidentKind::RenamedForm => &[
             F::FailureConcentration,
             F::FailureRateRise,
             F::NewPage,
+            F::GradualFailureRise,
+            F::FailureShift,
+        ],
+        IncidentKind::NewPage => &[
+            F::NewPage,
+            F::FailureConcentration,
+            F::FailureRateRise,
             F::GradualFailureRise,
             F::FailureShift,
         ],
@@ -157,7 +176,7 @@ pub enum Target {
     Found,
     /// At most one finding is counted for it.
     OneFinding,
-    /// Its closest window is within [`WINDOW_SLACK_MINUTES`].
+    /// Its closest window is within [`WINDOW_SLACK_MINUTES`] of its evidence window.
     Window,
 }
 
@@ -168,14 +187,23 @@ pub struct IncidentScore {
     pub day: NaiveDate,
     pub start: String,
     pub end: String,
+    /// The first and last attempt the incident changed that day (absent when it
+    /// changed none: then the window error is measured against `start`..`end`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence_start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence_end: Option<String>,
     pub found: bool,
     /// Findings counted for this incident (1 is the target; more are fragments). A
     /// finding that could be about several incidents counts for one (see `owner`).
     pub findings: usize,
-    /// The largest of start and end error of the closest finding that states a
-    /// window, in minutes; absent when none does.
+    /// The largest of start and end error, against the evidence window, of the closest
+    /// finding that states a window, in minutes; absent when none does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window_error_minutes: Option<f64>,
+    /// The same against the labelled clock window (`start`..`end`), for comparison.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_window_error_minutes: Option<f64>,
     /// The findings about it: `kind severity subject`.
     pub matched: Vec<String>,
     /// The targets it misses (empty: all met).
@@ -213,6 +241,8 @@ pub struct Score {
     pub max_findings_per_incident: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_window_error_minutes: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_label_window_error_minutes: Option<f64>,
     pub unexplained_high: usize,
 }
 
@@ -257,6 +287,10 @@ pub fn score(days: &[DayResult]) -> Score {
             .iter()
             .filter_map(|i| i.window_error_minutes)
             .reduce(f64::max),
+        max_label_window_error_minutes: incidents
+            .iter()
+            .filter_map(|i| i.label_window_error_minutes)
+            .reduce(f64::max),
         unexplained_high: unexplained
             .iter()
             .filter(|u| u.severity == Severity::High)
@@ -277,7 +311,7 @@ fn owner(finding: &Finding, labels: &[Label]) -> Option<usize> {
         .enumerate()
         .filter(|(_, label)| explains(finding, label))
         .max_by_key(|(n, label)| {
-            let primary = finding.kind.as_str() == label.kind.expected_finding();
+            let primary = explaining_kinds(label.kind).first() == Some(&finding.kind);
             let windowed = window_of(finding).is_some();
             (
                 primary,
@@ -310,15 +344,20 @@ fn shared_subject(finding: &Finding, label: &Label) -> usize {
         + usize::from(client_source.is_some())
 }
 
-fn score_incident(label: &Label, owned: &[&Finding]) -> IncidentScore {
-    let window_error_minutes = owned
+/// Of the findings that state a window, the closest one's larger distance (start or
+/// end) from `window`, in minutes.
+fn window_error(owned: &[&Finding], window: (DateTime<Utc>, DateTime<Utc>)) -> Option<f64> {
+    let minutes = |d: chrono::Duration| d.num_seconds().abs() as f64 / 60.0;
+    owned
         .iter()
         .filter_map(|f| window_of(f))
-        .map(|(start, end)| {
-            let minutes = |d: chrono::Duration| d.num_seconds().abs() as f64 / 60.0;
-            minutes(start - label.start).max(minutes(end - label.end))
-        })
-        .reduce(f64::min);
+        .map(|(start, end)| minutes(start - window.0).max(minutes(end - window.1)))
+        .reduce(f64::min)
+}
+
+fn score_incident(label: &Label, owned: &[&Finding]) -> IncidentScore {
+    let window_error_minutes = window_error(owned, label.observable());
+    let shown = |at: DateTime<Utc>| at.to_rfc3339();
     let missed = [
         (Target::Found, owned.is_empty()),
         (Target::OneFinding, owned.len() > 1),
@@ -335,9 +374,12 @@ fn score_incident(label: &Label, owned: &[&Finding]) -> IncidentScore {
         day: label.day,
         start: label.start.to_rfc3339(),
         end: label.end.to_rfc3339(),
+        evidence_start: label.evidence.map(|e| shown(e.0)),
+        evidence_end: label.evidence.map(|e| shown(e.1)),
         found: !owned.is_empty(),
         findings: owned.len(),
         window_error_minutes,
+        label_window_error_minutes: window_error(owned, (label.start, label.end)),
         matched: owned
             .iter()
             .map(|f| format!("{} {:?} {}", f.kind.as_str(), f.severity, subject_text(f)))
@@ -402,6 +444,7 @@ mod tests {
             day: "2026-11-02".parse().unwrap(),
             start: at(from, 0),
             end: at(to, 0),
+            evidence: None,
             source: source.map(str::to_owned),
             page: None,
             field: None,
@@ -419,6 +462,27 @@ mod tests {
             evidence: BTreeMap::new(),
             window: window.map(|(from, to)| (at(from, 0).to_rfc3339(), at(to, 0).to_rfc3339())),
             interval: None,
+        }
+    }
+
+    #[test]
+    fn the_first_explaining_kind_is_the_one_the_simulator_labels() {
+        use IncidentKind as K;
+        let every = [
+            K::WrongKey,
+            K::ForeignKey,
+            K::BrokenField,
+            K::BotBurst,
+            K::CrmDown,
+            K::CrmSlow,
+            K::SourceSilent,
+            K::NewPage,
+            K::DuplicateSurge,
+            K::RenamedForm,
+        ];
+        for kind in every {
+            let first = explaining_kinds(kind)[0];
+            assert_eq!(first.as_str(), kind.expected_finding(), "{kind:?}");
         }
     }
 
@@ -498,6 +562,38 @@ mod tests {
         let misses = score.misses();
         assert!(misses.iter().any(|m| m.contains("window off by 40 min")));
         assert!(misses.iter().any(|m| m.contains("not found")));
+    }
+
+    #[test]
+    fn the_window_error_is_measured_against_the_evidence_and_reported_against_the_label() {
+        // A ramp labelled 06:00–22:00 whose first changed attempt came at 08:38.
+        let mut ramp = label(IncidentKind::BrokenField, Some("web_form"), 6, 22);
+        ramp.evidence = Some((at(8, 38), at(21, 55)));
+        let mut rise = finding(FindingKind::GradualFailureRise, Severity::Medium, None);
+        rise.window = Some((at(8, 40).to_rfc3339(), at(22, 0).to_rfc3339()));
+        let silent = label(IncidentKind::SourceSilent, Some("quiz"), 10, 12);
+        let mut gap = finding(FindingKind::SilentSource, Severity::High, None);
+        gap.subject.source = Some("quiz".into());
+        gap.window = Some((at(10, 5).to_rfc3339(), at(12, 0).to_rfc3339()));
+        let score = score(&[DayResult {
+            day: ramp.day,
+            labels: vec![ramp, silent],
+            findings: vec![rise, gap],
+        }]);
+        let ramp = &score.incidents[0];
+        assert_eq!(ramp.window_error_minutes, Some(5.0));
+        assert_eq!(ramp.label_window_error_minutes, Some(160.0));
+        assert!(ramp.missed.is_empty(), "{:?}", ramp.missed);
+        assert_eq!(
+            ramp.evidence_start.as_deref(),
+            Some("2026-11-02T08:38:00+00:00")
+        );
+        let silent = &score.incidents[1];
+        assert_eq!(silent.evidence_start, None, "a silence changes no attempt");
+        assert_eq!(silent.window_error_minutes, Some(5.0), "its label window");
+        assert_eq!(silent.label_window_error_minutes, Some(5.0));
+        assert_eq!(score.max_window_error_minutes, Some(5.0));
+        assert_eq!(score.max_label_window_error_minutes, Some(160.0));
     }
 
     #[test]

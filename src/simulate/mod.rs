@@ -68,6 +68,8 @@ pub enum SimulateError {
 pub struct RunReport {
     pub summary: Summary,
     pub ground_truth: Vec<TruthEntry>,
+    /// Each incident's evidence (the attempts it changed), in `ground_truth`'s order.
+    pub evidence: Vec<plan::Evidence>,
     pub crm_received: Option<u64>,
 }
 
@@ -82,7 +84,10 @@ pub async fn run(options: &SimulateOptions, tracer: SdkTracer) -> Result<RunRepo
     let zone: Tz = scenario.time_zone.parse().unwrap_or(Tz::UTC);
     let (span, pace) = span_and_pace(options.mode, zone);
     let windows = plan::windows(&scenario, span);
-    let mut planned = plan::plan(&scenario, span, options.seed);
+    let plan::Plan {
+        requests: mut planned,
+        evidence,
+    } = plan::plan(&scenario, span, options.seed);
     if let Pace::Live { plan_start, .. } = pace {
         planned.retain(|p| p.at >= plan_start);
     }
@@ -115,6 +120,7 @@ pub async fn run(options: &SimulateOptions, tracer: SdkTracer) -> Result<RunRepo
     Ok(RunReport {
         summary,
         ground_truth: summary::ground_truth(&windows),
+        evidence,
         crm_received,
     })
 }

@@ -139,34 +139,83 @@ const LAST_NAMES: [&str; 10] = [
 ];
 const UTM_SOURCES: [&str; 4] = ["google", "newsletter", "linkedin", "partner"];
 
-/// The planner's state: the random stream and the people met so far.
+/// The event times of the planned attempts one incident changed — broke, re-keyed,
+/// re-routed, doubled, burst, or (for a CRM outage) delivered into it: the data's own
+/// evidence of the incident, which the scorer measures windows against. Retries (sent
+/// only when a first try fails, within two minutes of it) are not counted. Incidents that
+/// remove traffic (source_silent) change no attempt and have none.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evidence(Vec<DateTime<Utc>>);
+
+impl Evidence {
+    /// The first and last changed attempt in [start, end).
+    pub fn span_within(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let mut inside = self.0.iter().filter(|at| start <= **at && **at < end);
+        let first = *inside.next()?;
+        Some((first, inside.next_back().copied().unwrap_or(first)))
+    }
+}
+
+/// A run's requests, ordered by event time, and each incident's evidence (in the order
+/// of [`windows`]).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub requests: Vec<Planned>,
+    pub evidence: Vec<Evidence>,
+}
+
+/// The planner's state: the random stream, the people met so far and the attempts each
+/// incident changed.
 struct Planner<'a> {
     scenario: &'a Scenario,
     windows: Vec<Window<'a>>,
     tz: Tz,
     rng: ChaCha8Rng,
     people: u64,
+    evidence: Vec<Vec<DateTime<Utc>>>,
 }
 
-/// Every request of the run, ordered by event time (ties keep planning order).
-pub fn plan(scenario: &Scenario, span: Span, seed: u64) -> Vec<Planned> {
+/// A bot_burst window to plan: (window index, start, end, leads per burst, bursts per
+/// hour).
+type Burst = (usize, DateTime<Utc>, DateTime<Utc>, u32, u32);
+
+/// A batch lead waiting for its request: when it happened and the incidents (window
+/// indices) that changed it.
+type BatchLead = (DateTime<Utc>, Lead, Vec<usize>);
+
+/// Every request of the run (ties keep planning order) and its evidence.
+pub fn plan(scenario: &Scenario, span: Span, seed: u64) -> Plan {
+    let windows = windows(scenario, span);
     let mut planner = Planner {
         scenario,
-        windows: windows(scenario, span),
+        evidence: vec![Vec::new(); windows.len()],
+        windows,
         tz: scenario.time_zone.parse().unwrap_or(Tz::UTC),
         rng: ChaCha8Rng::seed_from_u64(seed),
         people: 0,
     };
-    let mut planned = Vec::new();
+    let mut requests = Vec::new();
     for offset in 0..span.days {
         let day = span.first_day + Duration::days(i64::from(offset));
         let factor = scenario.day_factor(offset);
         for source in &scenario.sources {
-            planner.plan_day(source, day, factor, &mut planned);
+            planner.plan_day(source, day, factor, &mut requests);
         }
     }
-    planned.sort_by_key(|p| p.at);
-    planned
+    requests.sort_by_key(|p| p.at);
+    let evidence = planner
+        .evidence
+        .into_iter()
+        .map(|mut times| {
+            times.sort();
+            Evidence(times)
+        })
+        .collect();
+    Plan { requests, evidence }
 }
 
 impl<'a> Planner<'a> {
@@ -180,7 +229,7 @@ impl<'a> Planner<'a> {
         let weekday = day.weekday().num_days_from_monday() as usize;
         let daily = source.leads_per_day * source.weekday_factor[weekday] * factor;
         let curve_total: f64 = source.hourly_curve.iter().sum();
-        let mut batch: Vec<(DateTime<Utc>, Lead)> = Vec::new();
+        let mut batch: Vec<BatchLead> = Vec::new();
         for hour in 0..24u32 {
             let expected = daily * source.hourly_curve[hour as usize] / curve_total;
             for _ in 0..self.sample_count(expected) {
@@ -203,18 +252,34 @@ impl<'a> Planner<'a> {
     }
 
     fn active(&self, kind: IncidentKind, source: &str, at: DateTime<Utc>) -> Option<&Window<'a>> {
-        self.windows.iter().find(|w| {
+        self.active_index(kind, source, at)
+            .map(|n| &self.windows[n])
+    }
+
+    fn active_index(&self, kind: IncidentKind, source: &str, at: DateTime<Utc>) -> Option<usize> {
+        self.windows.iter().position(|w| {
             w.incident.kind == kind
                 && w.contains(at)
                 && w.incident.source.as_deref().is_none_or(|s| s == source)
         })
     }
 
+    /// Adds the incident of `kind` active for `source` at `at`, if any, to `changed`.
+    fn note(&self, kind: IncidentKind, source: &str, at: DateTime<Utc>, changed: &mut Vec<usize>) {
+        changed.extend(self.active_index(kind, source, at));
+    }
+
+    fn record(&mut self, changed: &[usize], at: DateTime<Utc>) {
+        for &n in changed {
+            self.evidence[n].push(at);
+        }
+    }
+
     fn plan_lead(
         &mut self,
         source: &SourcePlan,
         at: DateTime<Utc>,
-        batch: &mut Vec<(DateTime<Utc>, Lead)>,
+        batch: &mut Vec<BatchLead>,
         out: &mut Vec<Planned>,
     ) {
         if self
@@ -223,13 +288,19 @@ impl<'a> Planner<'a> {
         {
             return;
         }
+        let mut changed = Vec::new();
         let endpoint = self.pick_endpoint(source);
-        let (form_id, page) = match endpoint {
+        let (form_id, page, renamed) = match endpoint {
             "forms" => {
                 let form = &source.forms[self.rng.random_range(0..source.forms.len())];
-                (Some(self.form_id(source, &form.id, at)), form.page.clone())
+                let form_id = self.form_id(source, &form.id, at);
+                let renamed = form_id != form.id;
+                if renamed {
+                    self.note(IncidentKind::RenamedForm, &source.name, at, &mut changed);
+                }
+                (Some(form_id), form.page.clone(), renamed)
             }
-            _ => (None, self.pick_page(source, at)),
+            _ => (None, self.pick_page(source, at, &mut changed), false),
         };
         let mut lead = self.person(source, page);
         let fixed = lead.clone();
@@ -237,12 +308,22 @@ impl<'a> Planner<'a> {
         if typo {
             lead.email = lead.email.replace('@', ".");
         }
-        let broken = self.break_fields(source, endpoint, at, &mut lead);
+        let broken = self.break_fields(source, endpoint, at, &mut lead, &mut changed);
+        let key = self.key_for(source, at);
+        for kind in [IncidentKind::WrongKey, IncidentKind::ForeignKey] {
+            self.note(kind, &source.name, at, &mut changed);
+        }
+        if !(typo || broken || renamed || key != source.key) {
+            // A lead the service accepts is delivered: a CRM outage changes its delivery.
+            for kind in [IncidentKind::CrmDown, IncidentKind::CrmSlow] {
+                self.note(kind, &source.name, at, &mut changed);
+            }
+        }
         if endpoint == "batch" {
-            batch.push((at, lead));
+            batch.push((at, lead, changed));
             return;
         }
-        let key = self.key_for(source, at);
+        self.record(&changed, at);
         let request = match form_id {
             Some(form_id) => Request::Form { form_id, lead },
             None => Request::Json(lead),
@@ -273,6 +354,12 @@ impl<'a> Planner<'a> {
             again.at = at + Duration::seconds(self.rng.random_range(1..4));
             again.key = self.key_for(source, again.at);
             again.retry = None;
+            let mut doubled = Vec::new();
+            self.note(IncidentKind::DuplicateSurge, &source.name, at, &mut doubled);
+            for kind in [IncidentKind::WrongKey, IncidentKind::ForeignKey] {
+                self.note(kind, &source.name, again.at, &mut doubled);
+            }
+            self.record(&doubled, again.at);
             out.push(again);
         }
         out.push(planned);
@@ -294,10 +381,16 @@ impl<'a> Planner<'a> {
         "leads"
     }
 
-    fn pick_page(&mut self, source: &SourcePlan, at: DateTime<Utc>) -> String {
-        if let Some(window) = self.active(IncidentKind::NewPage, &source.name, at) {
-            let page = window.incident.page.clone().unwrap_or_default();
+    fn pick_page(
+        &mut self,
+        source: &SourcePlan,
+        at: DateTime<Utc>,
+        changed: &mut Vec<usize>,
+    ) -> String {
+        if let Some(n) = self.active_index(IncidentKind::NewPage, &source.name, at) {
+            let page = self.windows[n].incident.page.clone().unwrap_or_default();
             if self.rng.random_bool(0.5) {
+                changed.push(n);
                 return page;
             }
         }
@@ -346,27 +439,33 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Applies broken_field and new_page breakage; says whether the lead is broken for
-    /// good (a retry would fail the same way, so people give up).
+    /// Applies broken_field and new_page breakage (adding a broken field's incident to
+    /// `changed`); says whether the lead is broken for good (a retry would fail the same
+    /// way, so people give up).
     fn break_fields(
         &mut self,
         source: &SourcePlan,
         endpoint: &str,
         at: DateTime<Utc>,
         lead: &mut Lead,
+        changed: &mut Vec<usize>,
     ) -> bool {
         let broken_field = self
-            .active(IncidentKind::BrokenField, &source.name, at)
-            .filter(|w| {
-                let i = w.incident;
+            .active_index(IncidentKind::BrokenField, &source.name, at)
+            .filter(|n| {
+                let i = self.windows[*n].incident;
                 i.page.as_deref().is_none_or(|p| p == lead.page)
                     && i.endpoint.as_deref().is_none_or(|e| e == endpoint)
             })
-            .map(|w| (w.incident.field.clone(), w.broken_share(at)));
+            .map(|n| {
+                let w = &self.windows[n];
+                (n, w.incident.field.clone(), w.broken_share(at))
+            });
         // Drawn only for partial shares, so whole-share scenarios keep their stream.
-        if let Some((field, share)) = broken_field
+        if let Some((n, field, share)) = broken_field
             && (share >= 1.0 || self.rng.random_bool(share.clamp(0.0, 1.0)))
         {
+            changed.push(n);
             match field.as_deref() {
                 Some("consent") => lead.consent = None,
                 Some("phone") => lead.phone = Some("call-me".into()),
@@ -413,20 +512,25 @@ impl<'a> Planner<'a> {
 
     /// Groups the day's batch leads into requests of `batch_size`, sent when the first
     /// lead of each group happened.
+    /// The request's time is every lead's stated time, so it is the time of their
+    /// evidence too.
     fn flush_batches(
         &mut self,
         source: &SourcePlan,
-        mut leads: Vec<(DateTime<Utc>, Lead)>,
+        mut leads: Vec<BatchLead>,
         out: &mut Vec<Planned>,
     ) {
-        leads.sort_by_key(|(at, _)| *at);
+        leads.sort_by_key(|(at, ..)| *at);
         for chunk in leads.chunks(source.batch_size.max(1)) {
             let at = chunk[0].0;
+            for (.., changed) in chunk {
+                self.record(changed, at);
+            }
             out.push(Planned {
                 at,
                 source: source.name.clone(),
                 key: self.key_for(source, at),
-                request: Request::Batch(chunk.iter().map(|(_, lead)| lead.clone()).collect()),
+                request: Request::Batch(chunk.iter().map(|(_, lead, _)| lead.clone()).collect()),
                 retry: None,
             });
         }
@@ -434,26 +538,29 @@ impl<'a> Planner<'a> {
 
     /// bot_burst: bursts of valid leads a couple of seconds long from one client.
     fn plan_bursts(&mut self, source: &SourcePlan, day: NaiveDate, out: &mut Vec<Planned>) {
-        let bursts: Vec<(DateTime<Utc>, DateTime<Utc>, u32, u32)> = self
+        let bursts: Vec<Burst> = self
             .windows
             .iter()
-            .filter(|w| w.incident.kind == IncidentKind::BotBurst && w.day == day)
-            .filter(|w| w.incident.source.as_deref() == Some(source.name.as_str()))
-            .map(|w| {
+            .enumerate()
+            .filter(|(_, w)| w.incident.kind == IncidentKind::BotBurst && w.day == day)
+            .filter(|(_, w)| w.incident.source.as_deref() == Some(source.name.as_str()))
+            .map(|(n, w)| {
                 let size = w.incident.burst_size.unwrap_or(60);
                 let per_hour = w.incident.bursts_per_hour.unwrap_or(6);
-                (w.start, w.end, size, per_hour)
+                (n, w.start, w.end, size, per_hour)
             })
             .collect();
-        for (start, end, size, per_hour) in bursts {
+        for (n, start, end, size, per_hour) in bursts {
             let every = Duration::seconds(3600 / i64::from(per_hour.max(1)));
             let mut at = start;
             while at < end {
                 for i in 0..size {
                     let page = source.pages[self.rng.random_range(0..source.pages.len())].clone();
+                    let sent =
+                        at + Duration::milliseconds(i64::from(i) * 2_000 / i64::from(size.max(1)));
+                    self.evidence[n].push(sent);
                     out.push(Planned {
-                        at: at
-                            + Duration::milliseconds(i64::from(i) * 2_000 / i64::from(size.max(1))),
+                        at: sent,
                         source: source.name.clone(),
                         key: source.key.clone(),
                         request: Request::Json(self.person(source, page)),
@@ -578,7 +685,7 @@ mod tests {
     #[test]
     fn a_ramp_breaks_more_leads_as_its_window_goes_on() {
         let scenario = shipped("gradual-field-ramp.toml");
-        let planned = plan(&scenario, span(4), 1);
+        let planned = plan(&scenario, span(4), 1).requests;
         let window = &windows(&scenario, span(4))[0];
         let broken_share = |from: f64, to: f64| {
             let on_page: Vec<&Lead> = planned
@@ -607,9 +714,66 @@ mod tests {
     }
 
     #[test]
+    fn the_evidence_of_a_ramp_runs_from_its_first_broken_lead_to_its_last() {
+        let scenario = shipped("gradual-field-ramp.toml");
+        let Plan { requests, evidence } = plan(&scenario, span(4), 1);
+        let window = &windows(&scenario, span(4))[0];
+        let broken: Vec<DateTime<Utc>> = requests
+            .iter()
+            .filter(|p| match &p.request {
+                Request::Json(lead) => lead.phone.as_deref() == Some("call-me"),
+                _ => false,
+            })
+            .map(|p| p.at)
+            .collect();
+        let (first, last) = evidence[0]
+            .span_within(window.start, window.end)
+            .expect("the ramp broke some leads");
+        assert_eq!((first, last), (broken[0], broken[broken.len() - 1]));
+        assert_eq!(
+            evidence[0].0.len(),
+            broken.len(),
+            "every broken lead, only them"
+        );
+        // The ramp starts from nothing: its first broken lead comes well after 06:00.
+        assert!(first - window.start > Duration::minutes(20), "{first}");
+        assert_eq!(
+            evidence[0].span_within(window.end, window.end + Duration::days(1)),
+            None
+        );
+    }
+
+    #[test]
+    fn an_outage_is_evidenced_by_the_deliveries_inside_it_and_a_silence_by_nothing() {
+        let scenario = shipped("default.toml");
+        let Plan { requests, evidence } = plan(&scenario, span(7), 1);
+        let windows = windows(&scenario, span(7));
+        for (window, evidence) in windows.iter().zip(&evidence) {
+            let span = evidence.span_within(window.start, window.end);
+            match window.incident.kind {
+                IncidentKind::SourceSilent => assert_eq!(span, None),
+                IncidentKind::CrmDown | IncidentKind::CrmSlow => {
+                    let inside: Vec<DateTime<Utc>> = requests
+                        .iter()
+                        .map(|p| p.at)
+                        .filter(|at| window.contains(*at))
+                        .collect();
+                    let (first, last) = span.expect("leads were delivered into the outage");
+                    assert!(inside.contains(&first) && inside.contains(&last));
+                    assert!(first - window.start < Duration::minutes(5), "{first}");
+                }
+                _ => {
+                    let (first, last) = span.expect("every other incident changes attempts");
+                    assert!(window.contains(first) && window.contains(last));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn an_endpoint_incident_breaks_only_that_endpoint() {
         let scenario = shipped("form-rejections.toml");
-        let planned = plan(&scenario, span(4), 1);
+        let planned = plan(&scenario, span(4), 1).requests;
         let window = &windows(&scenario, span(4))[0];
         let inside = planned
             .iter()
@@ -634,7 +798,7 @@ mod tests {
     #[test]
     fn day_factors_scale_each_days_volume_and_renamed_forms_post_elsewhere() {
         let scenario = shipped("busy-renamed-form.toml");
-        let planned = plan(&scenario, span(4), 1);
+        let planned = plan(&scenario, span(4), 1).requests;
         let per_day = |offset: i64| {
             let day = span(4).first_day + Duration::days(offset);
             planned.iter().filter(|p| p.at.date_naive() == day).count() as f64

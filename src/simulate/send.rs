@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::plan::{Planned, Request};
 use super::summary::Summary;
+use crate::domain::Outcome;
 
 /// How requests are timed.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +80,9 @@ impl Sender {
             let mut next = Some(planned);
             while let Some(planned) = next.take() {
                 let outcomes = self.send(&planned).await;
-                let accepted = outcomes.iter().all(|(o, _)| o == "accepted");
+                let accepted = outcomes
+                    .iter()
+                    .all(|(o, _)| o == Outcome::Accepted.as_str());
                 self.record(summary, progress, &planned, &outcomes);
                 if !accepted {
                     next = planned.retry.map(|retry| *retry);

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::NaiveDate;
+use lead_lab::analyze::facts::{Breakdown, DayFacts};
 use lead_lab::analyze::grounding::ViolationKind;
 use lead_lab::analyze::llm::{LlmClient, LlmError};
 use lead_lab::analyze::narrate::{Narration, NarrationInput, narrate};
@@ -23,46 +24,29 @@ use serde_json::{Value, json};
 use tracing::instrument::WithSubscriber as _;
 
 use crate::fake_ollama::{FakeOllama, FakeOptions, MODEL, Reply};
+use crate::support::root;
 
 const DAY: &str = "2024-05-01";
 const TIME_ZONE: &str = "Europe/Berlin";
 
-/// Shaped like a serialized `DayFacts`: counts, rates and closed-set names only.
-fn facts() -> Value {
-    json!({
-        "day": DAY,
-        "time_zone": TIME_ZONE,
-        "completeness": {
-            "status": "complete", "day_start": "2024-05-01T00:00:00+02:00",
-            "day_end": "2024-05-02T00:00:00+02:00", "day_hours": 24, "elapsed_hours": 24,
-            "hours_without_data": [2, 3, 4]
-        },
-        "totals": {"attempts": 1234, "accepted": 1100, "rejected": 98, "failed": 36,
-                   "success_rate": 0.8914, "failure_rate": 0.1086},
-        "by_source": [
-            {"name": "web_form", "attempts": 700, "accepted": 650, "rejected": 40, "failed": 10,
-             "failure_share": 0.0714, "share_of_day_failures": 0.3731, "top_reasons": []},
-            {"name": "quiz", "attempts": 534, "accepted": 450, "rejected": 58, "failed": 26,
-             "failure_share": 0.1573, "share_of_day_failures": 0.6269,
-             "top_reasons": [{"name": "source_key_mismatch", "count": 58, "share_of_attempts": 0.1086}]}
-        ],
-        "by_page": [{"name": "/pricing", "attempts": 300, "accepted": 280, "rejected": 20, "failed": 0,
-                     "failure_share": 0.0667, "share_of_day_failures": 0.1493, "top_reasons": []}],
-        "latency": {"overall": {"attempts": 1234, "p50_ms": 41.2, "p95_ms": 830.4, "p99_ms": 1200.0},
-                    "by_source": []},
-        "submitters": {"distinct_submitters": 900, "repeat_submitters": 120, "retries_after_failure": 14,
-                       "duplicate_attempts": 31, "submitters_with_duplicates": 20,
-                       "high_activity_threshold": 10, "high_activity_submitters": 1,
-                       "high_activity": [{"submitter_id": "9f86d081884c", "attempts": 14,
-                                          "failures": 3, "failure_share": 0.2143}]},
-        "delivery": {"attempts_distribution": [], "downstream_windows": [
-            {"start": "2024-05-01T14:05:00+02:00", "end": "2024-05-01T14:20:00+02:00",
-             "span_minutes": 15, "minutes_with_failures": 12, "timeouts": 17, "errors": 4,
-             "attempts": 60, "downstream_failure_share": 0.35}
-        ]},
-        "baseline": {"requested_days": 7, "days_with_data": 7, "first_day": "2024-04-24",
-                     "last_day": "2024-04-30"}
-    })
+/// The facts fixture the unit tests share: counts, rates and closed-set names only.
+fn facts() -> DayFacts {
+    let path = root().join("tests/fixtures/day_facts.json");
+    let text = std::fs::read_to_string(&path).expect("the facts fixture reads");
+    serde_json::from_str(&text).expect("the facts fixture is a DayFacts")
+}
+
+fn breakdown(name: String, attempts: u64) -> Breakdown {
+    Breakdown {
+        name,
+        attempts,
+        accepted: attempts,
+        rejected: 0,
+        failed: 0,
+        failure_share: 0.0,
+        share_of_day_failures: 0.0,
+        top_reasons: Vec::new(),
+    }
 }
 
 fn findings() -> Vec<Finding> {
@@ -123,7 +107,7 @@ impl Harness {
         }
     }
 
-    async fn narrate(&self, settings: &LlmSettings, facts: &Value) -> Narration {
+    async fn narrate(&self, settings: &LlmSettings, facts: &DayFacts) -> Narration {
         let client = LlmClient::new(settings).expect("valid settings");
         let parent = Context::new().with_span(self.tracer.start("analysis"));
         let findings = findings();
@@ -292,7 +276,7 @@ async fn nothing_personal_reaches_the_model_or_the_span() {
 async fn facts_with_an_email_are_never_sent() {
     let fake = FakeOllama::start(vec![Reply::GoodJson(good_report())]).await;
     let mut facts = facts();
-    facts["by_client"] = json!([{"name": "ada.lovelace@example.com", "attempts": 3}]);
+    facts.by_client = vec![breakdown("ada.lovelace@example.com".into(), 3)];
     let narration = Harness::new().narrate(&fake.settings(), &facts).await;
 
     assert_eq!(narration.generator, Generator::Rules);
@@ -518,11 +502,9 @@ async fn num_ctx_is_capped_by_the_models_context_length() {
     };
     let fake = FakeOllama::start_with(options, vec![Reply::GoodJson(good_report())]).await;
     let mut facts = facts();
-    facts["by_form"] = json!(
-        (0..800)
-            .map(|i| json!({"name": format!("form-{i}"), "attempts": i}))
-            .collect::<Vec<_>>()
-    );
+    facts.by_form = (0..800)
+        .map(|i| breakdown(format!("form-{i}"), i))
+        .collect();
     Harness::new().narrate(&fake.settings(), &facts).await;
 
     assert_eq!(fake.chat_requests()[0]["options"]["num_ctx"], 8192);

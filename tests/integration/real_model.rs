@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use lead_lab::analyze::facts::{self, FactsQuery};
+use lead_lab::analyze::facts::{self, DayFacts, FactsQuery};
 use lead_lab::analyze::jobs::Analyzer;
 use lead_lab::analyze::llm::LlmClient;
 use lead_lab::analyze::narrate::{Narration, NarrationInput, narrate};
@@ -18,7 +18,6 @@ use lead_lab::analyze::records::{RunRow, RunStatus, SummaryRow, Trigger};
 use lead_lab::analyze::report::Generator;
 use lead_lab::analyze::{detect, grounding};
 use lead_lab::config::{LlmProvider, LlmSettings, Settings};
-use serde_json::Value;
 
 use crate::app::TestApp;
 use crate::simulate::{replayed, shipped};
@@ -117,7 +116,7 @@ fn assert_model_report(provider: &str, run: &RunRow, summary: &SummaryRow) {
     assert!(!summary.executive_summary.trim().is_empty());
 }
 
-async fn day_input(app: &TestApp, day: NaiveDate) -> (Value, Vec<lead_lab::analyze::Finding>) {
+async fn day_input(app: &TestApp, day: NaiveDate) -> (DayFacts, Vec<lead_lab::analyze::Finding>) {
     let query = FactsQuery {
         day,
         time_zone: chrono_tz::Tz::UTC,
@@ -129,13 +128,13 @@ async fn day_input(app: &TestApp, day: NaiveDate) -> (Value, Vec<lead_lab::analy
         .await
         .expect("facts compute");
     let findings = detect::detect(&day_facts, &app.settings.detectors);
-    (serde_json::to_value(&day_facts).expect("json"), findings)
+    (day_facts, findings)
 }
 
 async fn narrate_directly(
     llm: &LlmSettings,
     day: NaiveDate,
-    facts: &Value,
+    facts: &DayFacts,
     findings: &[lead_lab::analyze::Finding],
 ) -> Narration {
     let client = LlmClient::new(llm).expect("valid settings");
@@ -200,6 +199,7 @@ async fn a_simulated_day_is_narrated_by_the_real_model_through_both_apis() {
     // facts compacted to the window, not the whole day): its verdict is the check's own.
     let client = LlmClient::new(&ollama).expect("valid settings");
     let day_text = day.format("%Y-%m-%d").to_string();
+    let facts = serde_json::to_value(&facts).expect("facts serialise");
     let input = PromptInput {
         day: &day_text,
         time_zone: "UTC",

@@ -8,8 +8,16 @@ use crate::analyze::facts::{
     Completeness, DayFacts, DayStatus, Delivery, DownstreamWindow, Latency, PageField, Quantiles,
     Shape, Silence, SourceActivity, SourceQuantiles, SourceReason, Submitters, Totals, rate,
 };
+use crate::domain::{Outcome, Reason};
 
 const START: &str = "2025-06-10T00:00:00+02:00";
+/// The day's sources: (name, attempts, failures).
+const SOURCES: [(&str, u64, u64); 4] = [
+    ("web", 400, 20),
+    ("quiz", 200, 10),
+    ("partner", 120, 6),
+    ("ads", 80, 4),
+];
 const END: &str = "2025-06-11T00:00:00+02:00";
 
 fn entry(name: &str, attempts: u64, failures: u64) -> Breakdown {
@@ -35,10 +43,10 @@ fn base(name: &str, mean: f64) -> BaselineVolume {
     }
 }
 
-fn reason(source: &str, reason: &str, count: u64) -> SourceReason {
+fn reason(source: &str, reason: Reason, count: u64) -> SourceReason {
     SourceReason {
         source: source.to_owned(),
-        reason: reason.to_owned(),
+        reason: reason.as_str().to_owned(),
         count,
         share_of_source_attempts: 0.0,
         first_event: "2025-06-10T08:00:00+02:00".into(),
@@ -122,12 +130,7 @@ pub fn normal_day() -> DayFacts {
         },
         by_outcome: Vec::new(),
         by_reason: Vec::new(),
-        by_source: vec![
-            entry("web", 400, 20),
-            entry("quiz", 200, 10),
-            entry("partner", 120, 6),
-            entry("ads", 80, 4),
-        ],
+        by_source: SOURCES.iter().map(|&(n, a, f)| entry(n, a, f)).collect(),
         by_endpoint: vec![
             entry("leads", 600, 30),
             entry("forms", 120, 6),
@@ -139,21 +142,20 @@ pub fn normal_day() -> DayFacts {
             entry("/contact", 300, 15),
         ],
         by_form: vec![entry("", 680, 34), entry("contact-main", 120, 6)],
-        by_client: vec![
-            entry("web-key", 400, 20),
-            entry("quiz-key", 200, 10),
-            entry("partner-key", 120, 6),
-            entry("ads-key", 80, 4),
-        ],
+        // Each source posts with a key of its own, named after it.
+        by_client: SOURCES
+            .iter()
+            .map(|&(n, a, f)| entry(&format!("{n}-key"), a, f))
+            .collect(),
         source_reasons: vec![
-            reason("web", "invalid_field", 14),
-            reason("web", "duplicate", 3),
-            reason("web", "downstream_error", 3),
-            reason("quiz", "invalid_field", 8),
-            reason("quiz", "duplicate", 2),
-            reason("partner", "invalid_field", 5),
-            reason("partner", "duplicate", 1),
-            reason("ads", "invalid_field", 4),
+            reason("web", Reason::InvalidField, 14),
+            reason("web", Reason::Duplicate, 3),
+            reason("web", Reason::DownstreamError, 3),
+            reason("quiz", Reason::InvalidField, 8),
+            reason("quiz", Reason::Duplicate, 2),
+            reason("partner", Reason::InvalidField, 5),
+            reason("partner", Reason::Duplicate, 1),
+            reason("ads", Reason::InvalidField, 4),
         ],
         invalid_fields_by_page: vec![
             field("/pricing", "email", 12),
@@ -313,7 +315,7 @@ pub fn set_source_attempts(facts: &mut DayFacts, source: &str, attempts: u64, fa
 }
 
 /// Adds `count` rejected attempts with `reason` to a source.
-fn plant_rejections(facts: &mut DayFacts, source: &str, why: &str, count: u64) {
+fn plant_rejections(facts: &mut DayFacts, source: &str, why: Reason, count: u64) {
     let b = source_mut(facts, source);
     b.attempts += count;
     b.rejected += count;
@@ -322,16 +324,16 @@ fn plant_rejections(facts: &mut DayFacts, source: &str, why: &str, count: u64) {
 }
 
 pub fn plant_unauthorized(facts: &mut DayFacts, source: &str, count: u64) {
-    plant_rejections(facts, source, "unauthorized", count);
+    plant_rejections(facts, source, Reason::Unauthorized, count);
 }
 
 pub fn plant_key_mismatch(facts: &mut DayFacts, source: &str, count: u64) {
-    plant_rejections(facts, source, "source_key_mismatch", count);
+    plant_rejections(facts, source, Reason::SourceKeyMismatch, count);
 }
 
 pub fn plant_duplicates(facts: &mut DayFacts, source: &str, count: u64) {
     facts.submitters.duplicate_attempts += count;
-    plant_rejections(facts, source, "duplicate", count);
+    plant_rejections(facts, source, Reason::Duplicate, count);
 }
 
 /// `count` attempts of a page, which were accepted before, now rejected on one field.
@@ -399,15 +401,15 @@ fn cell_values(source: &str, endpoint: &str, page: &str, form: &str) -> CellValu
         endpoint: endpoint.to_owned(),
         page: page.to_owned(),
         form_id: form.to_owned(),
-        outcome: "accepted".to_owned(),
+        outcome: Outcome::Accepted.as_str().to_owned(),
         ..CellValues::default()
     }
 }
 
-fn rejected(mut values: CellValues, reason: &str) -> CellValues {
-    values.outcome = "rejected".to_owned();
-    values.reason = reason.to_owned();
-    if reason == "invalid_field" {
+fn rejected(mut values: CellValues, reason: Reason) -> CellValues {
+    values.outcome = Outcome::Rejected.as_str().to_owned();
+    values.reason = reason.as_str().to_owned();
+    if reason == Reason::InvalidField {
         values.field = "email".to_owned();
     }
     values
@@ -419,7 +421,7 @@ fn add_day(
     facts: &mut DayFacts,
     hour: u32,
     v: &CellValues,
-    reason: &str,
+    reason: Reason,
     attempts: u64,
     failures: u64,
 ) {
@@ -446,7 +448,7 @@ fn add_day(
 /// The baseline's cells (no field): `attempts` at a local hour, 5 % invalid_field.
 fn add_baseline(facts: &mut DayFacts, hour: u32, v: &CellValues, attempts: u64) {
     let failures = (attempts as f64 * 0.05).round() as u64;
-    let mut fail = rejected(v.clone(), "invalid_field");
+    let mut fail = rejected(v.clone(), Reason::InvalidField);
     fail.field.clear();
     for (values, n) in [(v.clone(), attempts - failures), (fail, failures)] {
         facts.cells.baseline.push(Cell {
@@ -464,14 +466,14 @@ pub fn plant_hourly(facts: &mut DayFacts, source: &str, per_hour: u64, share: im
     let v = cell_values(source, "leads", "/quiz/start", "");
     for hour in 0..24 {
         let failures = (per_hour as f64 * share(hour)).round() as u64;
-        add_day(facts, hour, &v, "invalid_field", per_hour, failures);
+        add_day(facts, hour, &v, Reason::InvalidField, per_hour, failures);
         add_baseline(facts, hour, &v, 7 * per_hour);
     }
 }
 
 /// Cells of the day in one hour: form `form` (120 attempts, `share` of them rejected with
 /// `reason`) and 680 other attempts at 5 % invalid email; the baseline 7 such days at 5 %.
-pub fn plant_cells(facts: &mut DayFacts, form: &str, reason: &str, share: f64) {
+pub fn plant_cells(facts: &mut DayFacts, form: &str, reason: Reason, share: f64) {
     let on_form = cell_values("web", "forms", "/contact", form);
     let other = cell_values("web", "leads", "/pricing", "");
     add_day(
@@ -482,20 +484,19 @@ pub fn plant_cells(facts: &mut DayFacts, form: &str, reason: &str, share: f64) {
         120,
         (120.0 * share).round() as u64,
     );
-    add_day(facts, 0, &other, "invalid_field", 680, 34);
+    add_day(facts, 0, &other, Reason::InvalidField, 680, 34);
     add_baseline(facts, 0, &on_form, 840);
     add_baseline(facts, 0, &other, 4760);
 }
 
 /// The failure cells of `count` rejections of a source with `reason` (for the merge).
-pub fn plant_reason_cells(facts: &mut DayFacts, source: &str, reason: &str, count: u64) {
+pub fn plant_reason_cells(facts: &mut DayFacts, source: &str, reason: Reason, count: u64) {
+    let values = CellValues {
+        source: source.to_owned(),
+        ..CellValues::default()
+    };
     facts.cells.failures.push(Cell {
-        values: CellValues {
-            source: source.to_owned(),
-            outcome: "rejected".to_owned(),
-            reason: reason.to_owned(),
-            ..CellValues::default()
-        },
+        values: rejected(values, reason),
         attempts: count,
         ..Cell::default()
     });

@@ -10,6 +10,11 @@
 //!    peak;
 //! 4. from that hour on, the pooled share must be `trend_min_rise` above the baseline's,
 //!    with `min_attempts` failures and a binomial p-value within `trend_significance`.
+//!
+//! Its window runs from the start of that hour to the end of the last tested one,
+//! narrowed to the subject's first and last failure of the day where the facts time them
+//! to the second (a source's or a reason's failures, a field's invalid_field rejections):
+//! from evidence to evidence, not from hour to hour.
 
 use super::stats::{binomial_excess_p, interval, upper_tail};
 use super::subjects::{Subject, failing_subjects};
@@ -226,9 +231,12 @@ fn gradual_rise(
             ("rise", rise),
             ("mann_kendall_z", round_to(z, 2)),
         ],
-        window: Some((
-            hour_start(facts, first.index),
-            hour_start(facts, last.index + 1),
+        window: Some(narrowed(
+            (
+                hour_start(facts, first.index),
+                hour_start(facts, last.index + 1),
+            ),
+            failure_span(facts, s),
         )),
         interval: Some(interval(failures, attempts, Some(baseline))),
     };
@@ -236,6 +244,67 @@ fn gradual_rise(
         excess: failures as f64 - expected,
         finding: draft.build(),
     })
+}
+
+/// The subject's first and last failure of the day, where the facts time them.
+fn failure_span(facts: &DayFacts, s: &Subject) -> Option<(String, String)> {
+    let spans: Vec<(&str, &str)> = match s.dimension {
+        Dimension::Source | Dimension::Reason => facts
+            .source_reasons
+            .iter()
+            .filter(|r| {
+                let value = match s.dimension {
+                    Dimension::Source => &r.source,
+                    _ => &r.reason,
+                };
+                *value == s.value
+            })
+            .map(|r| (r.first_event.as_str(), r.last_event.as_str()))
+            .collect(),
+        Dimension::Field => facts
+            .invalid_fields_by_page
+            .iter()
+            .filter(|f| f.field == s.value)
+            .map(|f| (f.first_event.as_str(), f.last_event.as_str()))
+            .collect(),
+        _ => return None,
+    };
+    let first = spans.iter().map(|s| s.0).min_by_key(|t| instant(t))?;
+    let last = spans.iter().map(|s| s.1).max_by_key(|t| instant(t))?;
+    Some((first.to_owned(), last.to_owned()))
+}
+
+/// `window` cut to `failures` where they lie inside it (a failure before the change
+/// point's hour says nothing about when within that hour the rise began).
+fn narrowed(window: (String, String), failures: Option<(String, String)>) -> (String, String) {
+    let Some((first, last)) = failures else {
+        return window;
+    };
+    let times = [&window.0, &window.1, &first, &last].map(|t| instant(t));
+    let [Some(start), Some(end), Some(first_at), Some(last_at)] = times else {
+        return window;
+    };
+    let cut = (
+        if first_at > start {
+            first
+        } else {
+            window.0.clone()
+        },
+        if last_at < end {
+            last
+        } else {
+            window.1.clone()
+        },
+    );
+    if first_at.max(start) <= last_at.min(end) {
+        cut
+    } else {
+        window
+    }
+}
+
+fn instant(shown: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(shown).ok()
 }
 
 /// The start of the day's hour `index` as the facts show instants.
@@ -252,19 +321,25 @@ pub(super) fn hour_start(facts: &DayFacts, index: u32) -> String {
 mod tests {
     use super::super::fixture::{normal_day, plant_hourly};
     use super::*;
+    use crate::analyze::facts::HourSlot;
+
+    /// A failure share of `from` until 08:00, then `step` more every hour.
+    fn ramp(from: f64, step: f64) -> impl Fn(u32) -> f64 {
+        move |h| {
+            if h < 8 {
+                from
+            } else {
+                from + step * f64::from(h - 7)
+            }
+        }
+    }
 
     #[test]
     fn a_ramp_with_no_step_is_a_gradual_rise_from_the_hour_it_started() {
         let mut facts = normal_day();
         // quiz: 20 attempts an hour; its failure share 5 % until 08:00, then one point
         // more every hour (6 %, 7 %, … 20 % at 23:00): no hour is far from the last.
-        plant_hourly(&mut facts, "quiz", 20, |h| {
-            if h < 8 {
-                0.05
-            } else {
-                0.05 + 0.01 * f64::from(h - 7)
-            }
-        });
+        plant_hourly(&mut facts, "quiz", 20, ramp(0.05, 0.01));
         let found = gradual_rises(&facts, &DetectorSettings::default());
         let quiz: Vec<_> = found
             .iter()
@@ -274,6 +349,47 @@ mod tests {
         let started = quiz[0].finding.evidence["started_local_hour"];
         assert!((7.0..=12.0).contains(&started), "started {started}");
         assert!(quiz[0].finding.interval.is_some());
+    }
+
+    #[test]
+    fn a_gradual_window_runs_from_the_subjects_first_failure_to_its_last() {
+        let mut facts = normal_day();
+        plant_hourly(&mut facts, "quiz", 20, ramp(0.0, 0.03));
+        let hour = |h: u32| format!("2025-06-10T{h:02}:00:00+02:00");
+        facts.shape.hourly = (0..24)
+            .map(|h| HourSlot {
+                hour_index: h,
+                local_hour: h,
+                start: hour(h),
+                attempts: 20,
+                failures: 0,
+            })
+            .collect();
+        for r in facts
+            .source_reasons
+            .iter_mut()
+            .filter(|r| r.source == "quiz")
+        {
+            r.first_event = "2025-06-10T09:17:42+02:00".into();
+            r.last_event = "2025-06-10T23:41:05+02:00".into();
+        }
+        let found = gradual_rises(&facts, &DetectorSettings::default());
+        let quiz = found
+            .iter()
+            .find(|c| c.finding.subject.source.as_deref() == Some("quiz"))
+            .expect("the ramp is found");
+        let (start, end) = quiz.finding.window.clone().expect("a window");
+        assert_eq!(end, "2025-06-10T23:41:05+02:00", "its last failure");
+        let started = quiz.finding.evidence["started_local_hour"];
+        if started <= 9.0 {
+            assert_eq!(start, "2025-06-10T09:17:42+02:00", "its first failure");
+        } else {
+            assert_eq!(start, format!("2025-06-10T{started:02}:00:00+02:00"));
+        }
+        let window = (hour(8), hour(23));
+        let early = Some((hour(3), hour(22)));
+        assert_eq!(narrowed(window.clone(), early), (hour(8), hour(22)));
+        assert_eq!(narrowed(window.clone(), None), window);
     }
 
     #[test]

@@ -215,6 +215,7 @@ fn ratio(value: f64, base: f64) -> f64 {
 mod tests {
     use super::fixture::normal_day;
     use super::*;
+    use crate::domain::Reason;
 
     #[test]
     fn a_normal_day_has_no_high_finding() {
@@ -257,7 +258,7 @@ mod tests {
         let broad = volume::failure_rate_rises(&facts, &DetectorSettings::default());
         assert!(!broad.is_empty(), "the quiz's failure share rose");
         let mut facts_with_cells = facts.clone();
-        fixture::plant_reason_cells(&mut facts_with_cells, "quiz", "unauthorized", 150);
+        fixture::plant_reason_cells(&mut facts_with_cells, "quiz", Reason::Unauthorized, 150);
         let findings = detect(&facts_with_cells, &DetectorSettings::default());
         let quiz: Vec<_> = findings
             .iter()

@@ -137,11 +137,12 @@ fn shift(facts: &DayFacts, t: &DetectorSettings, x: &Tested) -> Option<(f64, Can
 mod tests {
     use super::super::fixture::{normal_day, plant_cells};
     use super::*;
+    use crate::domain::Reason;
 
     #[test]
     fn a_new_reason_on_one_form_is_a_shift_that_names_it() {
         let mut facts = normal_day();
-        plant_cells(&mut facts, "contact-main", "unknown_form", 0.6);
+        plant_cells(&mut facts, "contact-main", Reason::UnknownForm, 0.6);
         let found = failure_shifts(&facts, &DetectorSettings::default());
         assert!(
             found
@@ -152,7 +153,7 @@ mod tests {
         assert!(
             found
                 .iter()
-                .any(|c| c.finding.subject.reason.as_deref() == Some("unknown_form")),
+                .any(|c| c.finding.subject.reason.as_deref() == Some(Reason::UnknownForm.as_str())),
             "{found:#?}"
         );
     }
@@ -160,7 +161,7 @@ mod tests {
     #[test]
     fn a_normal_day_shifts_nothing() {
         let mut facts = normal_day();
-        plant_cells(&mut facts, "contact-main", "invalid_field", 0.05);
+        plant_cells(&mut facts, "contact-main", Reason::InvalidField, 0.05);
         let found = failure_shifts(&facts, &DetectorSettings::default());
         assert!(found.is_empty(), "{found:#?}");
     }

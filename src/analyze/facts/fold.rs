@@ -1,5 +1,7 @@
 //! Folding grouped rows into facts.
 
+use std::cmp::Reverse;
+
 use super::*;
 use crate::domain::{Outcome, Reason};
 
@@ -45,6 +47,14 @@ impl Tally {
 
     pub(super) fn failures(&self) -> u64 {
         self.rejected + self.failed
+    }
+
+    /// Its first and last event, as the facts show instants.
+    fn span(&self, clock: &DayClock) -> (String, String) {
+        (
+            clock.show_millis(self.first_ms.unwrap_or_default()),
+            clock.show_millis(self.last_ms.unwrap_or_default()),
+        )
     }
 }
 
@@ -94,13 +104,13 @@ pub(super) fn totals(rows: &[GroupRow]) -> Totals {
 
 pub(super) fn by_outcome(totals: &Totals) -> Vec<NamedCount> {
     [
-        ("accepted", totals.accepted),
-        ("rejected", totals.rejected),
-        ("failed", totals.failed),
+        (Outcome::Accepted, totals.accepted),
+        (Outcome::Rejected, totals.rejected),
+        (Outcome::Failed, totals.failed),
     ]
     .into_iter()
-    .map(|(name, count)| NamedCount {
-        name: name.to_owned(),
+    .map(|(outcome, count)| NamedCount {
+        name: outcome.as_str().to_owned(),
         count,
         share_of_attempts: rate(count, totals.attempts),
     })
@@ -145,23 +155,20 @@ pub(super) fn source_reasons(clock: &DayClock, rows: &[GroupRow]) -> Vec<SourceR
     });
     let mut list: Vec<SourceReason> = pairs
         .into_iter()
-        .map(|((source, reason), t)| SourceReason {
-            share_of_source_attempts: rate(
-                t.attempts,
-                sources.get(&source).map_or(0, |s| s.attempts),
-            ),
-            first_event: clock.show_millis(t.first_ms.unwrap_or_default()),
-            last_event: clock.show_millis(t.last_ms.unwrap_or_default()),
-            count: t.attempts,
-            source,
-            reason,
+        .map(|((source, reason), t)| {
+            let (first_event, last_event) = t.span(clock);
+            let source_attempts = sources.get(&source).map_or(0, |s| s.attempts);
+            SourceReason {
+                share_of_source_attempts: rate(t.attempts, source_attempts),
+                first_event,
+                last_event,
+                count: t.attempts,
+                source,
+                reason,
+            }
         })
         .collect();
-    list.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| (&a.source, &a.reason).cmp(&(&b.source, &b.reason)))
-    });
+    list.sort_by_cached_key(|r| (Reverse(r.count), r.source.clone(), r.reason.clone()));
     list
 }
 
@@ -174,22 +181,19 @@ pub(super) fn invalid_fields_by_page(clock: &DayClock, rows: &[GroupRow]) -> Vec
         .into_iter()
         .map(|((page, field), t)| {
             let page_tally = pages.get(&page);
+            let (first_event, last_event) = t.span(clock);
             PageField {
                 share_of_page_attempts: rate(t.attempts, page_tally.map_or(0, |p| p.attempts)),
                 share_of_page_failures: rate(t.attempts, page_tally.map_or(0, Tally::failures)),
-                first_event: clock.show_millis(t.first_ms.unwrap_or_default()),
-                last_event: clock.show_millis(t.last_ms.unwrap_or_default()),
+                first_event,
+                last_event,
                 count: t.attempts,
                 page,
                 field,
             }
         })
         .collect();
-    list.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| (&a.page, &a.field).cmp(&(&b.page, &b.field)))
-    });
+    list.sort_by_cached_key(|f| (Reverse(f.count), f.page.clone(), f.field.clone()));
     list
 }
 

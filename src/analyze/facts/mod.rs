@@ -110,6 +110,17 @@ pub enum DayStatus {
     NotStarted,
 }
 
+impl DayStatus {
+    /// Its name as the facts serialise it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DayStatus::Complete => "complete",
+            DayStatus::InProgress => "in_progress",
+            DayStatus::NotStarted => "not_started",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Completeness {
     pub status: DayStatus,
@@ -400,6 +411,14 @@ impl Baseline {
     pub fn endpoint(&self, name: &str) -> Option<&BaselineVolume> {
         self.by_endpoint.iter().find(|v| v.name == name)
     }
+}
+
+/// The facts fixture the unit and integration tests share (tests/fixtures/
+/// day_facts.json): a serialized `DayFacts` of a Berlin day with two sources.
+#[cfg(test)]
+pub(crate) fn fixture() -> DayFacts {
+    serde_json::from_str(include_str!("../../../tests/fixtures/day_facts.json"))
+        .expect("the facts fixture is a DayFacts")
 }
 
 impl DayFacts {
