@@ -162,19 +162,24 @@ impl SchemaTarget {
                 })?;
             out.push_str(&value);
             rest = after.get(end + 1..).unwrap_or("");
-            if let Some(table) = rest
-                .strip_prefix('.')
-                .filter(|_| self.sharded && name == "DATABASE")
-            {
-                if let Some((local, len)) = layout::local_name_at(table) {
-                    out.push('.');
-                    out.push_str(&local);
-                    rest = &table[len..];
-                }
+            if let Some((local, after_table)) = self.local_table_after(name, rest) {
+                out.push('.');
+                out.push_str(&local);
+                rest = after_table;
             }
         }
         out.push_str(rest);
         Ok(out)
+    }
+
+    /// In the sharded layout, the local name of the sharded table that follows a
+    /// `${DATABASE}` (`rest` is what follows the placeholder), and what follows the name.
+    fn local_table_after<'a>(&self, placeholder: &str, rest: &'a str) -> Option<(String, &'a str)> {
+        let table = rest
+            .strip_prefix('.')
+            .filter(|_| self.sharded && placeholder == "DATABASE")?;
+        let (local, len) = layout::local_name_at(table)?;
+        Some((local, &table[len..]))
     }
 
     /// The Distributed tables of the sharded layout; none in the other layouts.
