@@ -37,20 +37,20 @@ fn sharded() -> SchemaTarget {
 fn the_single_node_ddl_matches_its_snapshot() {
     let script = single_node().fresh_database_script().unwrap();
     assert!(!script.contains("ON CLUSTER") && !script.contains("_local"));
-    assert_matches_snapshot("schema_single_node.sql", &script);
+    assert_matches_snapshot("schema_single_node.snap", &script);
 }
 
 #[test]
 fn the_replicated_ddl_matches_its_snapshot() {
     let script = replicated().fresh_database_script().unwrap();
     assert!(!script.contains("Distributed") && !script.contains("_local"));
-    assert_matches_snapshot("schema_replicated.sql", &script);
+    assert_matches_snapshot("schema_replicated.snap", &script);
 }
 
 #[test]
 fn the_sharded_ddl_matches_its_snapshot() {
     let script = sharded().fresh_database_script().unwrap();
-    assert_matches_snapshot("schema_sharded.sql", &script);
+    assert_matches_snapshot("schema_sharded.snap", &script);
 }
 
 /// Apart from the local names and the Distributed tables, sharding changes nothing:
