@@ -94,6 +94,9 @@ pub struct SchemaSettings {
     pub cluster: Option<String>,
     /// Use Replicated*MergeTree engines (needs a cluster with Keeper).
     pub replicated: bool,
+    /// Spread the data over the cluster's shards: local `*_local` tables under
+    /// Distributed tables with the names readers and writers use (needs `cluster`).
+    pub sharded: bool,
     /// Retention of raw telemetry (spans, logs, metric points).
     pub telemetry_ttl_days: u32,
     /// Retention of the typed `lead_submissions` rows.
@@ -105,6 +108,7 @@ impl Default for SchemaSettings {
         Self {
             cluster: None,
             replicated: false,
+            sharded: false,
             telemetry_ttl_days: 30,
             submissions_ttl_days: 400,
         }

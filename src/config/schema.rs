@@ -51,6 +51,11 @@ pub const SETTINGS: &[SettingDoc] = &[
         meaning: "create Replicated*MergeTree tables (clusters with Keeper)",
     },
     SettingDoc {
+        key: "schema.sharded",
+        default: "false",
+        meaning: "spread the data over the cluster's shards: `*_local` tables under Distributed tables that keep the names readers use (needs `schema.cluster`; docs/scaling.md#clickhouse)",
+    },
+    SettingDoc {
         key: "schema.telemetry_ttl_days",
         default: "30",
         meaning: "days raw spans, logs and metric points are kept (applied when a table is created)",

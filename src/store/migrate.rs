@@ -8,6 +8,7 @@
 use clickhouse::Client;
 use sha2::{Digest, Sha256};
 
+use super::layout::{self, LOCAL_SUFFIX, SHARDED_TABLES};
 use super::{InvalidIdentifier, check_identifier};
 use crate::config::Settings;
 
@@ -57,6 +58,10 @@ impl Migration {
 pub enum MigrateError {
     #[error(transparent)]
     Identifier(#[from] InvalidIdentifier),
+    #[error(
+        "schema.sharded needs schema.cluster: the Distributed tables read that cluster's shards"
+    )]
+    ShardedWithoutCluster,
     #[error("migration {version} uses unknown placeholder ${{{placeholder}}}")]
     UnknownPlaceholder { version: u32, placeholder: String },
     #[error(
@@ -75,6 +80,11 @@ pub enum MigrateError {
         statement: String,
         source: clickhouse::error::Error,
     },
+    #[error("the Distributed table statement `{statement}` failed: {source}")]
+    Distributed {
+        statement: String,
+        source: clickhouse::error::Error,
+    },
     #[error("cannot read or record applied migrations: {0}")]
     Bookkeeping(#[from] clickhouse::error::Error),
 }
@@ -85,9 +95,20 @@ pub struct SchemaTarget {
     pub database: String,
     pub cluster: Option<String>,
     pub replicated: bool,
+    /// Local `*_local` tables under Distributed ones (src/store/layout.rs).
+    pub sharded: bool,
     pub telemetry_ttl_days: u32,
     pub submissions_ttl_days: u32,
 }
+
+/// The statements that make `schema_migrations`, run before any migration.
+const BOOKKEEPING: &str = "CREATE DATABASE IF NOT EXISTS ${DATABASE} ${ON_CLUSTER};
+             CREATE TABLE IF NOT EXISTS ${DATABASE}.schema_migrations ${ON_CLUSTER} (
+                 version    UInt32,
+                 name       String,
+                 checksum   String,
+                 applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+             ) ENGINE = ${ENGINE_PREFIX}ReplacingMergeTree ORDER BY version";
 
 impl SchemaTarget {
     pub fn from_settings(settings: &Settings) -> Result<Self, MigrateError> {
@@ -95,10 +116,14 @@ impl SchemaTarget {
         if let Some(cluster) = &settings.schema.cluster {
             check_identifier(cluster)?;
         }
+        if settings.schema.sharded && settings.schema.cluster.is_none() {
+            return Err(MigrateError::ShardedWithoutCluster);
+        }
         Ok(Self {
             database,
             cluster: settings.schema.cluster.clone(),
             replicated: settings.schema.replicated,
+            sharded: settings.schema.sharded,
             telemetry_ttl_days: settings.schema.telemetry_ttl_days,
             submissions_ttl_days: settings.schema.submissions_ttl_days,
         })
@@ -120,6 +145,7 @@ impl SchemaTarget {
     }
 
     /// Replaces every `${NAME}` in `sql`; an unknown name is an error, not left behind.
+    /// In the sharded layout `${DATABASE}.<sharded table>` names the table's local part.
     pub fn render(&self, version: u32, sql: &str) -> Result<String, MigrateError> {
         let mut out = String::with_capacity(sql.len());
         let mut rest = sql;
@@ -136,9 +162,58 @@ impl SchemaTarget {
                 })?;
             out.push_str(&value);
             rest = after.get(end + 1..).unwrap_or("");
+            if let Some((local, after_table)) = self.local_table_after(name, rest) {
+                out.push('.');
+                out.push_str(&local);
+                rest = after_table;
+            }
         }
         out.push_str(rest);
         Ok(out)
+    }
+
+    /// In the sharded layout, the local name of the sharded table that follows a
+    /// `${DATABASE}` (`rest` is what follows the placeholder), and what follows the name.
+    fn local_table_after<'a>(&self, placeholder: &str, rest: &'a str) -> Option<(String, &'a str)> {
+        let table = rest
+            .strip_prefix('.')
+            .filter(|_| self.sharded && placeholder == "DATABASE")?;
+        let (local, len) = layout::local_name_at(table)?;
+        Some((local, &table[len..]))
+    }
+
+    /// The Distributed tables of the sharded layout; none in the other layouts.
+    pub fn distributed_tables(&self) -> Vec<String> {
+        match (&self.cluster, self.sharded) {
+            (Some(cluster), true) => layout::distributed_tables(&self.database, cluster),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every statement a migration of an empty database runs, in order, each group
+    /// headed by a comment naming where it comes from: what the snapshot tests pin.
+    pub fn fresh_database_script(&self) -> Result<String, MigrateError> {
+        let mut script = String::new();
+        let mut section = |title: &str, statements: Vec<String>| {
+            script.push_str(&format!("-- {title}\n"));
+            for statement in statements {
+                script.push_str(&statement);
+                script.push_str(";\n\n");
+            }
+        };
+        section(
+            "bookkeeping",
+            split_statements(&self.render(0, BOOKKEEPING)?),
+        );
+        for m in MIGRATIONS {
+            let sql = self.render(m.version, m.sql)?;
+            section(
+                &format!("{:04}_{}", m.version, m.name),
+                split_statements(&sql),
+            );
+        }
+        section("distributed tables", self.distributed_tables());
+        Ok(script)
     }
 }
 
@@ -232,6 +307,7 @@ impl<'a> Migrator<'a> {
                 }
             }
         }
+        self.ensure_distributed_tables().await?;
         Ok(report)
     }
 
@@ -301,17 +377,59 @@ impl<'a> Migrator<'a> {
             .await
     }
 
+    /// Creates the sharded layout's Distributed tables and gives them the columns
+    /// their local tables gained since (a no-op in the other layouts).
+    async fn ensure_distributed_tables(&self) -> Result<(), MigrateError> {
+        let Some(cluster) = self
+            .target
+            .cluster
+            .as_deref()
+            .filter(|_| self.target.sharded)
+        else {
+            return Ok(());
+        };
+        for statement in self.target.distributed_tables() {
+            self.execute_layout(&statement).await?;
+        }
+        let database = &self.target.database;
+        for table in SHARDED_TABLES {
+            let local = self
+                .columns(&format!("{}{LOCAL_SUFFIX}", table.name))
+                .await?;
+            let distributed = self.columns(table.name).await?;
+            for alter in
+                layout::missing_columns(database, cluster, table.name, &local, &distributed)
+            {
+                self.execute_layout(&alter).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn execute_layout(&self, statement: &str) -> Result<(), MigrateError> {
+        self.execute(statement)
+            .await
+            .map_err(|source| MigrateError::Distributed {
+                statement: first_line(statement),
+                source,
+            })
+    }
+
+    async fn columns(&self, table: &str) -> Result<Vec<layout::Column>, MigrateError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT name, type, default_kind, default_expression FROM system.columns \
+                 WHERE database = ? AND table = ? ORDER BY position",
+            )
+            .bind(&self.target.database)
+            .bind(table)
+            .fetch_all()
+            .await?)
+    }
+
     async fn ensure_bookkeeping(&self) -> Result<(), MigrateError> {
-        let sql = self.target.render(
-            0,
-            "CREATE DATABASE IF NOT EXISTS ${DATABASE} ${ON_CLUSTER};
-             CREATE TABLE IF NOT EXISTS ${DATABASE}.schema_migrations ${ON_CLUSTER} (
-                 version    UInt32,
-                 name       String,
-                 checksum   String,
-                 applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
-             ) ENGINE = ${ENGINE_PREFIX}ReplacingMergeTree ORDER BY version",
-        )?;
+        let sql = self.target.render(0, BOOKKEEPING)?;
         for statement in split_statements(&sql) {
             self.execute(&statement).await?;
         }
@@ -365,6 +483,7 @@ mod tests {
             database: "otel".into(),
             cluster: None,
             replicated: false,
+            sharded: false,
             telemetry_ttl_days: 30,
             submissions_ttl_days: 400,
         }

@@ -1,5 +1,7 @@
-//! ClickHouse access: the client every module uses, and the schema migrations.
+//! ClickHouse access: the client every module uses, the schema migrations and the
+//! sharded layout they can render.
 
+pub mod layout;
 pub mod migrate;
 
 use crate::config::ClickHouseSettings;

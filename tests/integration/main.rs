@@ -26,6 +26,7 @@ mod real_model;
 mod reconcile;
 mod replicas;
 mod sampling;
+mod schema_layouts;
 mod shedding;
 mod shutdown;
 mod simulate;

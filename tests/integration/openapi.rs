@@ -1,20 +1,13 @@
 //! The OpenAPI document is part of the contract: a change to it must be deliberate.
 //! `UPDATE_SNAPSHOTS=1 cargo test openapi` rewrites the snapshot after a reviewed change.
 
-const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots/openapi.json");
+use crate::support::assert_matches_snapshot;
 
 #[test]
 fn the_openapi_spec_matches_its_snapshot() {
     let spec: serde_json::Value = serde_json::from_str(&lead_lab::http::openapi_spec()).unwrap();
     let current = serde_json::to_string_pretty(&spec).unwrap() + "\n";
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(SNAPSHOT, &current).unwrap();
-    }
-    let snapshot = std::fs::read_to_string(SNAPSHOT).expect("tests/snapshots/openapi.json exists");
-    assert!(
-        snapshot == current,
-        "the OpenAPI spec changed; review it and run UPDATE_SNAPSHOTS=1 cargo test openapi"
-    );
+    assert_matches_snapshot("openapi.json", &current);
 }
 
 #[test]

@@ -185,6 +185,22 @@ pub fn logged<T, E: std::fmt::Display>(result: Result<T, E>) -> Option<T> {
 }
 
 /// The repository root.
+/// Compares `current` with the reviewed file `tests/snapshots/{file}`;
+/// `UPDATE_SNAPSHOTS=1 cargo test <filter>` rewrites it after a reviewed change.
+pub fn assert_matches_snapshot(file: &str, current: &str) {
+    let path = root().join("tests/snapshots").join(file);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, current).unwrap();
+    }
+    let snapshot = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    assert!(
+        snapshot == current,
+        "{} changed; review the difference and run UPDATE_SNAPSHOTS=1 cargo test",
+        path.display()
+    );
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
