@@ -249,25 +249,28 @@ async fn assert_confined(kind: &str, min_inside: u64, condition: impl Fn(&toml::
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_rotated_key_shows_as_unauthorized_attempts_of_its_source() {
-    assert_confined("wrong_key", 10, |incident| {
+/// The condition "attempts refused for `reason` on the incident's source".
+fn reason_on_its_source(reason: &str) -> impl Fn(&toml::Value) -> String {
+    move |incident| {
         format!(
-            "reason = 'unauthorized' AND source = '{}'",
+            "reason = '{reason}' AND source = '{}'",
             text(incident, "source")
         )
-    })
-    .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_key_shows_as_unauthorized_attempts_of_its_source() {
+    assert_confined("wrong_key", 10, reason_on_its_source("unauthorized")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_siblings_key_shows_as_source_key_mismatch_on_the_claimed_source() {
-    assert_confined("foreign_key", 10, |incident| {
-        format!(
-            "reason = 'source_key_mismatch' AND source = '{}'",
-            text(incident, "source")
-        )
-    })
+    assert_confined(
+        "foreign_key",
+        10,
+        reason_on_its_source("source_key_mismatch"),
+    )
     .await;
 }
 
