@@ -231,6 +231,7 @@ mod tests {
             evidence: BTreeMap::from([("attempts".to_owned(), 51.0)]),
             window: None,
             interval: None,
+            changes: Vec::new(),
         }
     }
 

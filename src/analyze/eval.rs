@@ -239,6 +239,7 @@ mod tests {
             evidence: BTreeMap::new(),
             window: None,
             interval: None,
+            changes: Vec::new(),
         }
     }
 

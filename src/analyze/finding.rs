@@ -141,6 +141,27 @@ pub struct Finding {
     /// The share a rate-based finding rests on, with its 95 % Wilson interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<RateInterval>,
+    /// For a finding with a window: what changed inside it, most lifted first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<WindowChange>,
+}
+
+/// A value whose failure share inside a finding's window rose far above the baseline's
+/// share at the same clock hours (the window's "what changed").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowChange {
+    pub dimension: Dimension,
+    pub value: String,
+    pub failures: u64,
+    pub attempts: u64,
+    /// failures / attempts: of the value's own attempts for a source, endpoint, page or
+    /// form; of all the window's attempts for a reason, field or outcome.
+    pub share: f64,
+    pub baseline_share: f64,
+    /// share / baseline_share.
+    pub lift: f64,
+    /// The one-sided binomial test's p-value (before Benjamini–Hochberg).
+    pub p_value: f64,
 }
 
 /// `count` of `attempts` (a failure share, a reason's share), its 95 % Wilson interval

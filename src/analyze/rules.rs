@@ -306,6 +306,7 @@ mod tests {
             evidence: BTreeMap::from([("attempts".to_owned(), 58.0)]),
             window: None,
             interval: None,
+            changes: Vec::new(),
         }
     }
 

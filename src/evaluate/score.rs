@@ -462,6 +462,7 @@ mod tests {
             evidence: BTreeMap::new(),
             window: window.map(|(from, to)| (at(from, 0).to_rfc3339(), at(to, 0).to_rfc3339())),
             interval: None,
+            changes: Vec::new(),
         }
     }
 

@@ -87,18 +87,23 @@ async fn create_insert_select_round_trips_with_compression_and_validation() {
     );
 }
 
+/// The error text of a query that must fail.
+async fn failure_of(client: &clickhouse::Client, sql: &str) -> String {
+    client
+        .query(sql)
+        .fetch_all::<u8>()
+        .await
+        .expect_err("the query fails")
+        .to_string()
+}
+
 #[tokio::test]
 async fn wrong_credentials_are_refused_with_code_516() {
     let stack = Stack::require().await;
     let mut settings = stack.clickhouse.clone();
     settings.password = format!("{}-wrong", settings.password.expose()).into();
     let client = lead_lab::store::client(&settings);
-    let err = client
-        .query("SELECT 1")
-        .fetch_one::<u8>()
-        .await
-        .unwrap_err();
-    let text = err.to_string();
+    let text = failure_of(&client, "SELECT 1").await;
     assert!(
         text.contains("516") && text.contains("AUTHENTICATION_FAILED"),
         "{text}"
@@ -108,13 +113,7 @@ async fn wrong_credentials_are_refused_with_code_516() {
 #[tokio::test]
 async fn a_sql_error_returns_clickhouse_text_and_code() {
     let stack = Stack::require().await;
-    let err = stack
-        .client()
-        .query("SELECT * FROM system.no_such_table_here")
-        .fetch_all::<u8>()
-        .await
-        .unwrap_err();
-    let text = err.to_string();
+    let text = failure_of(&stack.client(), "SELECT * FROM system.no_such_table_here").await;
     assert!(
         text.contains("Code: 60") && text.contains("UNKNOWN_TABLE"),
         "{text}"

@@ -68,21 +68,14 @@ fn row(
 }
 
 pub async fn rows_of(app: &TestApp, expected: usize) -> Vec<Row> {
-    let client = app.stack.client();
-    let mut rows: Vec<Row> = eventually(
-        "the app's lead.submit spans in lead_submissions",
-        ARRIVAL,
-        async || {
-            let query = client
-                .query(
-                    "SELECT endpoint, source, page, outcome, reason, field, http_status \
-                 FROM lead_submissions WHERE service = ?",
-                )
-                .bind(&app.service);
-            logged(query.fetch_all::<Row>().await).filter(|rows| rows.len() >= expected)
-        },
-    )
-    .await;
+    let mut rows: Vec<Row> = app
+        .rows_when(
+            "the app's lead.submit spans in lead_submissions",
+            "SELECT endpoint, source, page, outcome, reason, field, http_status \
+             FROM lead_submissions WHERE service = ?",
+            |rows: &[Row]| rows.len() >= expected,
+        )
+        .await;
     rows.sort();
     rows
 }

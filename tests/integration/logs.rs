@@ -29,19 +29,15 @@ struct LogLine {
 }
 
 async fn log_lines(app: &TestApp, at_least: usize) -> Vec<LogLine> {
-    let client = app.stack.client();
-    eventually("the app's log records in otel_logs", ARRIVAL, async || {
-        let query = client
-            .query(
-                "SELECT TraceId AS trace_id, SpanId AS span_id, SeverityText AS severity, \
-                        ScopeName AS scope, Body AS body, LogAttributes AS attributes, \
-                        concat(Body, toString(LogAttributes), toString(ResourceAttributes), \
-                               ScopeName, EventName) AS all \
-                 FROM otel_logs WHERE ServiceName = ?",
-            )
-            .bind(&app.service);
-        logged(query.fetch_all::<LogLine>().await).filter(|l: &Vec<LogLine>| l.len() >= at_least)
-    })
+    app.rows_when(
+        "the app's log records in otel_logs",
+        "SELECT TraceId AS trace_id, SpanId AS span_id, SeverityText AS severity, \
+                ScopeName AS scope, Body AS body, LogAttributes AS attributes, \
+                concat(Body, toString(LogAttributes), toString(ResourceAttributes), \
+                       ScopeName, EventName) AS all \
+         FROM otel_logs WHERE ServiceName = ?",
+        |l: &[LogLine]| l.len() >= at_least,
+    )
     .await
 }
 
@@ -147,19 +143,16 @@ async fn analyzer_spans_made_with_tracing_reach_otel_traces_with_the_runs_attrib
         kind: String,
         attributes: HashMap<String, String>,
     }
-    let client = app.stack.client();
-    let spans: Vec<Span> = eventually("the run's spans", ARRIVAL, async || {
-        let query = client
-            .query(
-                "SELECT SpanName AS name, SpanId AS span_id, ParentSpanId AS parent, \
-                        TraceId AS trace_id, SpanKind AS kind, SpanAttributes AS attributes \
-                 FROM otel_traces WHERE ServiceName = ? \
-                   AND (SpanName LIKE 'analysis.%' OR SpanName LIKE 'chat %')",
-            )
-            .bind(&app.service);
-        logged(query.fetch_all::<Span>().await).filter(|s: &Vec<Span>| s.len() >= 4)
-    })
-    .await;
+    let spans: Vec<Span> = app
+        .rows_when(
+            "the run's spans",
+            "SELECT SpanName AS name, SpanId AS span_id, ParentSpanId AS parent, \
+                    TraceId AS trace_id, SpanKind AS kind, SpanAttributes AS attributes \
+             FROM otel_traces WHERE ServiceName = ? \
+               AND (SpanName LIKE 'analysis.%' OR SpanName LIKE 'chat %')",
+            |s: &[Span]| s.len() >= 4,
+        )
+        .await;
     let named = |name: &str| {
         spans
             .iter()

@@ -62,6 +62,7 @@ fn findings() -> Vec<Finding> {
         evidence: BTreeMap::from([("attempts".to_owned(), 58.0)]),
         window: None,
         interval: None,
+        changes: Vec::new(),
     }]
 }
 

@@ -3,15 +3,10 @@
 //! follows the request's sampling; attempts refused before their body is read still
 //! name their source; junk methods and paths cannot mint new span names or series.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use crate::app::TestApp;
 use crate::ingest::{Row, expect_accepted, expect_refused, lead, rows_of};
-use crate::support::{eventually, logged};
-
-const ARRIVAL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
 struct Named {
@@ -22,20 +17,16 @@ struct Named {
 /// Span names and counts of the app's spans in `otel_traces`, once `records` lead.submit
 /// spans have arrived.
 async fn span_names(app: &TestApp, records: u64) -> Vec<Named> {
-    let client = app.stack.client();
-    eventually("the app's spans", ARRIVAL, async || {
-        let query = client
-            .query(
-                "SELECT SpanName AS name, count() AS spans FROM otel_traces \
-                 WHERE ServiceName = ? GROUP BY name ORDER BY name",
-            )
-            .bind(&app.service);
-        logged(query.fetch_all::<Named>().await).filter(|names: &Vec<Named>| {
+    app.rows_when(
+        "the app's spans",
+        "SELECT SpanName AS name, count() AS spans FROM otel_traces \
+         WHERE ServiceName = ? GROUP BY name ORDER BY name",
+        |names: &[Named]| {
             names
                 .iter()
                 .any(|n| n.name == "lead.submit" && n.spans >= records)
-        })
-    })
+        },
+    )
     .await
 }
 
@@ -77,22 +68,19 @@ async fn a_head_sampling_client_still_leaves_every_attempt_on_record() {
         trace_id: String,
         names: Vec<String>,
     }
-    let client = app.stack.client();
-    let traces: Vec<Traced> = eventually("six recorded attempts", ARRIVAL, async || {
-        let query = client
-            .query(
-                "SELECT TraceId AS trace_id, arraySort(groupArray(SpanName)) AS names \
-                 FROM otel_traces WHERE ServiceName = ? GROUP BY trace_id",
-            )
-            .bind(&app.service);
-        logged(query.fetch_all::<Traced>().await).filter(|t: &Vec<Traced>| {
-            t.iter()
-                .filter(|t| t.names.contains(&"lead.submit".to_owned()))
-                .count()
-                >= 6
-        })
-    })
-    .await;
+    let traces: Vec<Traced> = app
+        .rows_when(
+            "six recorded attempts",
+            "SELECT TraceId AS trace_id, arraySort(groupArray(SpanName)) AS names \
+             FROM otel_traces WHERE ServiceName = ? GROUP BY trace_id",
+            |t: &[Traced]| {
+                t.iter()
+                    .filter(|t| t.names.contains(&"lead.submit".to_owned()))
+                    .count()
+                    >= 6
+            },
+        )
+        .await;
     for trace_id in &unsampled {
         let trace = traces.iter().find(|t| &t.trace_id == trace_id).unwrap();
         assert_eq!(trace.names, ["lead.submit"], "flag 00: only the record");
@@ -162,17 +150,14 @@ async fn attempts_refused_before_their_body_is_read_name_their_source() {
         form_id: String,
         reason: String,
     }
-    let client = app.stack.client();
-    let rows: Vec<Attributed> = eventually("three rows", ARRIVAL, async || {
-        let query = client
-            .query(
-                "SELECT source, page, form_id, reason FROM lead_submissions \
-                 WHERE service = ? ORDER BY reason",
-            )
-            .bind(&app.service);
-        logged(query.fetch_all::<Attributed>().await).filter(|r| r.len() >= 3)
-    })
-    .await;
+    let rows: Vec<Attributed> = app
+        .rows_when(
+            "three rows",
+            "SELECT source, page, form_id, reason FROM lead_submissions \
+             WHERE service = ? ORDER BY reason",
+            |r: &[Attributed]| r.len() >= 3,
+        )
+        .await;
     let row = |source: &str, page: &str, form_id: &str, reason: &str| Attributed {
         source: source.into(),
         page: page.into(),
@@ -245,19 +230,15 @@ async fn junk_methods_and_paths_share_a_bounded_set_of_names_and_series() {
         method: String,
         route: String,
     }
-    let client = app.stack.client();
-    let series: Vec<Series> = eventually("the request duration series", ARRIVAL, async || {
-        let query = client
-            .query(
-                "SELECT DISTINCT Attributes['http.request.method'] AS method, \
-                 Attributes['http.route'] AS route FROM otel_metrics_histogram \
-                 WHERE ServiceName = ? AND MetricName = 'http.server.request.duration'",
-            )
-            .bind(&app.service);
-        logged(query.fetch_all::<Series>().await)
-            .filter(|s: &Vec<Series>| s.iter().any(|s| s.method == "POST"))
-    })
-    .await;
+    let series: Vec<Series> = app
+        .rows_when(
+            "the request duration series",
+            "SELECT DISTINCT Attributes['http.request.method'] AS method, \
+             Attributes['http.route'] AS route FROM otel_metrics_histogram \
+             WHERE ServiceName = ? AND MetricName = 'http.server.request.duration'",
+            |s: &[Series]| s.iter().any(|s| s.method == "POST"),
+        )
+        .await;
     assert!(series.len() <= 4, "series of 201 requests: {series:?}");
     assert!(
         series

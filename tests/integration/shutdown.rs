@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use lead_lab::analyze::records::{INTERRUPTED, Records};
+use lead_lab::analyze::records::{INTERRUPTED, Records, RunRow};
 use serde_json::Value;
 
 use crate::fake_ollama::{FakeOllama, Reply};
@@ -20,6 +20,14 @@ async fn started_run(app: &crate::app::TestApp, day: &str) -> String {
     run_id
 }
 
+async fn stored_run(records: &Records, run_id: &str) -> RunRow {
+    records
+        .run(run_id.parse().unwrap())
+        .await
+        .unwrap()
+        .expect("the run is stored")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_analysis_running_at_shutdown_finishes_within_the_grace_period() {
     let day = a_day();
@@ -30,11 +38,7 @@ async fn an_analysis_running_at_shutdown_finishes_within_the_grace_period() {
     let run_id = started_run(&app, &day).await;
     app.stop().await;
     let records = Records::new(db.bound_client());
-    let run = records
-        .run(run_id.parse().unwrap())
-        .await
-        .unwrap()
-        .expect("stored");
+    let run = stored_run(&records, &run_id).await;
     assert_eq!(run.status, "succeeded", "{run:?}");
     let summary = records.summary_of_run(run.run_id).await.unwrap();
     assert!(
@@ -65,11 +69,7 @@ async fn an_analysis_cut_by_the_grace_period_is_resumed_by_the_next_start() {
         "the stop waited for the grace period, not for the model"
     );
     let records = Records::new(db.bound_client());
-    let left = records
-        .run(run_id.parse().unwrap())
-        .await
-        .unwrap()
-        .expect("stored");
+    let left = stored_run(&records, &run_id).await;
     assert_eq!(
         (left.status.as_str(), left.error.as_str()),
         ("queued", INTERRUPTED)

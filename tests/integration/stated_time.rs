@@ -173,13 +173,13 @@ async fn a_retry_after_a_cut_off_delivery_is_neither_a_duplicate_nor_a_second_cr
     );
     assert_eq!(keys[0].len(), 32);
 
-    let reasons: Vec<String> = eventually("both attempts on record", ARRIVAL, async || {
-        let query = client
-            .query("SELECT reason FROM lead_submissions WHERE service = ? ORDER BY event_time")
-            .bind(&app.service);
-        logged(query.fetch_all::<String>().await).filter(|r| r.len() >= 2)
-    })
-    .await;
+    let reasons: Vec<String> = app
+        .rows_when(
+            "both attempts on record",
+            "SELECT reason FROM lead_submissions WHERE service = ? ORDER BY event_time",
+            |r: &[String]| r.len() >= 2,
+        )
+        .await;
     assert_eq!(
         reasons,
         ["client_closed", ""],

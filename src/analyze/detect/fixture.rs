@@ -489,6 +489,29 @@ pub fn plant_cells(facts: &mut DayFacts, form: &str, reason: Reason, share: f64)
     add_baseline(facts, 0, &other, 4760);
 }
 
+/// Cells of every hour: form `form` (30 attempts an hour) and 30 other attempts an hour,
+/// each at 5 % invalid email like its 7-day baseline, except that in `failing` hours
+/// 20 of the form's 30 are rejected with `reason`.
+pub fn plant_form_hours(
+    facts: &mut DayFacts,
+    form: &str,
+    reason: Reason,
+    failing: std::ops::Range<u32>,
+) {
+    let on_form = cell_values("web", "forms", "/contact", form);
+    let other = cell_values("web", "leads", "/pricing", "");
+    for hour in 0..24 {
+        if failing.contains(&hour) {
+            add_day(facts, hour, &on_form, reason, 30, 20);
+        } else {
+            add_day(facts, hour, &on_form, Reason::InvalidField, 30, 2);
+        }
+        add_day(facts, hour, &other, Reason::InvalidField, 30, 2);
+        add_baseline(facts, hour, &on_form, 210);
+        add_baseline(facts, hour, &other, 210);
+    }
+}
+
 /// The failure cells of `count` rejections of a source with `reason` (for the merge).
 pub fn plant_reason_cells(facts: &mut DayFacts, source: &str, reason: Reason, count: u64) {
     let values = CellValues {

@@ -17,6 +17,7 @@ pub mod stats;
 mod subjects;
 mod traffic;
 mod volume;
+mod window_changes;
 
 #[cfg(test)]
 mod fixture;
@@ -69,6 +70,7 @@ pub fn detect(facts: &DayFacts, thresholds: &DetectorSettings) -> Vec<Finding> {
         .chain(shift::failure_shifts(facts, thresholds))
         .collect();
     let mut findings = same_incident::fold(subjects::merge(facts, hand, generic));
+    window_changes::attach(facts, thresholds, &mut findings);
     sort(&mut findings);
     findings
 }
@@ -142,6 +144,7 @@ impl Draft {
             evidence,
             window: self.window,
             interval: self.interval,
+            changes: Vec::new(),
         }
     }
 }

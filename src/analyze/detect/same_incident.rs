@@ -95,6 +95,7 @@ mod tests {
             evidence: [("attempts".to_owned(), 12.0)].into(),
             window: None,
             interval: None,
+            changes: Vec::new(),
         }
     }
 

@@ -493,6 +493,7 @@ mod tests {
             evidence: BTreeMap::from([("attempts".to_owned(), 42.0)]),
             window: Some(("2024-05-01T14:05:00Z".into(), "2024-05-01T14:20:00Z".into())),
             interval: None,
+            changes: Vec::new(),
         }
     }
 
