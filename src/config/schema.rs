@@ -148,7 +148,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "otel.max_queue_size",
         default: "65536",
-        meaning: "spans buffered for export; beyond it spans are dropped and counted",
+        meaning: "spans buffered for export, and log records in a queue of their own; beyond it new ones are dropped and counted",
     },
     SettingDoc {
         key: "otel.max_export_batch_size",

@@ -3,13 +3,14 @@
 //!
 //! poem's own `opentelemetry` feature is built for opentelemetry 0.30, hence this module.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::metrics::{Histogram, Meter};
 use opentelemetry::trace::{SpanKind, SpanRef, Status, TraceContextExt as _, Tracer as _};
-use opentelemetry::{Context, KeyValue, global};
+use opentelemetry::{Context, KeyValue, StringValue, global};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::trace::SdkTracer;
 use poem::http::{HeaderMap, StatusCode};
@@ -84,12 +85,15 @@ impl<E: Endpoint> Endpoint for ServerSpansEndpoint<E> {
         let parent = global::get_text_map_propagator(|propagator| {
             propagator.extract(&HeaderExtractor(req.headers()))
         });
+        // Named after the route when the path already says it; otherwise after the
+        // method alone until routing is done (no name formatted twice).
+        let name: Cow<'static, str> = match path_route {
+            Some(template) => format!("{method} {template}").into(),
+            None => method.into(),
+        };
         let span = self
             .tracer
-            .span_builder(format!(
-                "{method} {}",
-                path_route.unwrap_or(UNMATCHED_ROUTE)
-            ))
+            .span_builder(name)
             .with_kind(SpanKind::Server)
             .with_attributes([KeyValue::new("http.request.method", method)])
             .start_with_context(&*self.tracer, &parent);
@@ -108,11 +112,11 @@ impl<E: Endpoint> Endpoint for ServerSpansEndpoint<E> {
             Err(error) => (error.status(), error.data::<PathPattern>()),
         };
         let route = match (path_route, matched) {
-            (Some(template), _) => template.to_owned(),
+            (Some(template), _) => StringValue::from(template),
             (None, Some(pattern)) => route_of_pattern(&pattern.0),
-            (None, None) => UNMATCHED_ROUTE.to_owned(),
+            (None, None) => StringValue::from(UNMATCHED_ROUTE),
         };
-        end_span(&cx.span(), method, &route, status);
+        end_span(&cx.span(), method, &route, path_route.is_none(), status);
         self.duration.record(
             started.elapsed().as_secs_f64(),
             &[
@@ -125,17 +129,28 @@ impl<E: Endpoint> Endpoint for ServerSpansEndpoint<E> {
     }
 }
 
-/// Names the span after the route (known only now that routing is done), records the
-/// status, and ends it. 5xx is an error of ours; 4xx is the caller's and stays unset.
-fn end_span(span: &SpanRef<'_>, method: &'static str, route: &str, status: StatusCode) {
-    span.update_name(format!("{method} {route}"));
-    span.set_attributes([
-        KeyValue::new("url.path", route.to_owned()),
-        KeyValue::new("http.route", route.to_owned()),
-        KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
-    ]);
-    if status.is_server_error() {
-        span.set_status(Status::error(format!("HTTP {}", status.as_u16())));
+/// Names the span after the route (`rename`: known only now that routing is done),
+/// records the status, and ends it. 5xx is an error of ours; 4xx is the caller's and
+/// stays unset. An unsampled span records nothing, so nothing is built for it.
+fn end_span(
+    span: &SpanRef<'_>,
+    method: &'static str,
+    route: &StringValue,
+    rename: bool,
+    status: StatusCode,
+) {
+    if span.is_recording() {
+        if rename {
+            span.update_name(format!("{method} {}", route.as_str()));
+        }
+        span.set_attributes([
+            KeyValue::new("url.path", route.clone()),
+            KeyValue::new("http.route", route.clone()),
+            KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
+        ]);
+        if status.is_server_error() {
+            span.set_status(Status::error(format!("HTTP {}", status.as_u16())));
+        }
     }
     span.end();
 }
@@ -174,9 +189,13 @@ fn template_of_path(path: &str) -> Option<&'static str> {
 }
 
 /// poem's route pattern in OpenAPI form: `/v1/forms/:form_id` becomes
-/// `/v1/forms/{form_id}` (also `:name<regex>` and `*name`), matching the API docs.
-fn route_of_pattern(pattern: &str) -> String {
-    pattern
+/// `/v1/forms/{form_id}` (also `:name<regex>` and `*name`), matching the API docs. A
+/// pattern without parameters (`/v1/leads`) is shared, not copied.
+fn route_of_pattern(pattern: &Arc<str>) -> StringValue {
+    if !pattern.contains([':', '*']) {
+        return StringValue::from(pattern.clone());
+    }
+    let route: String = pattern
         .split('/')
         .map(|segment| {
             match segment
@@ -188,7 +207,8 @@ fn route_of_pattern(pattern: &str) -> String {
             }
         })
         .collect::<Vec<_>>()
-        .join("/")
+        .join("/");
+    route.into()
 }
 
 /// Hex trace id of the active span, for responses and logs; all zeros outside a span.
@@ -438,16 +458,11 @@ mod tests {
 
     #[test]
     fn poem_patterns_become_templates() {
-        assert_eq!(
-            route_of_pattern("/v1/forms/:form_id"),
-            "/v1/forms/{form_id}"
-        );
-        assert_eq!(
-            route_of_pattern("/v1/days/:day<\\d+>/x"),
-            "/v1/days/{day}/x"
-        );
-        assert_eq!(route_of_pattern("/static/*path"), "/static/{path}");
-        assert_eq!(route_of_pattern("/v1/leads"), "/v1/leads");
+        let route = |pattern: &str| route_of_pattern(&Arc::from(pattern)).as_str().to_owned();
+        assert_eq!(route("/v1/forms/:form_id"), "/v1/forms/{form_id}");
+        assert_eq!(route("/v1/days/:day<\\d+>/x"), "/v1/days/{day}/x");
+        assert_eq!(route("/static/*path"), "/static/{path}");
+        assert_eq!(route("/v1/leads"), "/v1/leads");
     }
 
     #[test]
