@@ -152,8 +152,8 @@ pub const SETTINGS: &[SettingDoc] = &[
     },
     SettingDoc {
         key: "otel.max_export_batch_size",
-        default: "2048",
-        meaning: "spans per export request",
+        default: "512",
+        meaning: "spans (and log records) per export request; 512 cost the least CPU per request at saturation in the profile (docs/performance.md)",
     },
     SettingDoc {
         key: "otel.scheduled_delay_ms",

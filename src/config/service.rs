@@ -89,7 +89,7 @@ impl Default for OtelSettings {
             service_name: "lead-lab".into(),
             environment: "local".into(),
             max_queue_size: 65_536,
-            max_export_batch_size: 2_048,
+            max_export_batch_size: 512,
             scheduled_delay_ms: 500,
             metrics_interval_ms: 5_000,
             export_timeout_ms: 5_000,
