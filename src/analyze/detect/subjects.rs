@@ -159,6 +159,25 @@ fn overlap(facts: &DayFacts, a: &Pattern, b: &Pattern) -> u64 {
         .sum()
 }
 
+/// Whether most of `failures` failures of `subject` are ones `finding` is already about
+/// (its subject's values and the reasons its kind implies), counted over the day: then
+/// the subject restates the finding rather than saying what else changed.
+pub(super) fn restates(
+    facts: &DayFacts,
+    finding: &Finding,
+    subject: &Subject,
+    failures: u64,
+) -> bool {
+    let Some(about) = pattern(finding) else {
+        return false;
+    };
+    let of_subject = Pattern {
+        pairs: vec![(subject.dimension, subject.value.clone())],
+        reasons: &[],
+    };
+    overlap(facts, &about, &of_subject) as f64 >= SAME_INCIDENT_SHARE * failures as f64
+}
+
 /// Keeps every hand-written finding and, in the candidates' order, each generic one
 /// whose excess failures are not mostly those of a finding already kept.
 pub(super) fn merge(

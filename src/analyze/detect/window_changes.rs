@@ -4,14 +4,15 @@
 //! Benjamini–Hochberg at `change_significance`, `min_attempts` failures, a Wilson
 //! interval above the baseline, a lift of at least `MIN_LIFT`), run on the hours of
 //! the window only, over every dimension the hourly cells hold (all but the client).
-//! The values the finding already names are left out: they are what was flagged, not
-//! what changed with it.
+//! The values the finding already names are left out, and so are values most of whose
+//! failures are the finding's own (a surge's duplicates seen through their endpoint):
+//! they are what was flagged, not what changed with it.
 
 use chrono::{DateTime, FixedOffset};
 
 use super::shift::MIN_LIFT;
 use super::stats::{MIN_BASELINE_SHARE, benjamini_hochberg, binomial_excess_p, interval};
-use super::subjects::{Subject, failing_subjects};
+use super::subjects::{Subject, failing_subjects, restates};
 use super::{baseline_failure_share, num, ratio};
 use crate::analyze::facts::{DayFacts, rate, round_to};
 use crate::analyze::finding::{Dimension, Finding, WindowChange};
@@ -91,6 +92,7 @@ fn changes(
         .into_iter()
         .filter(|s| finding.subject.value(s.dimension) != Some(s.value.as_str()))
         .filter_map(|s| tested(facts, hours, s))
+        .filter(|c| !restates(facts, finding, &c.subject(), c.failures))
         .collect();
     let p: Vec<f64> = tested.iter().map(|c| c.p_value).collect();
     let discovered = benjamini_hochberg(&p, t.change_significance);
@@ -141,6 +143,15 @@ fn tested(facts: &DayFacts, hours: &Hours, subject: Subject) -> Option<WindowCha
         share,
         baseline_share,
     })
+}
+
+impl WindowChange {
+    fn subject(&self) -> Subject {
+        Subject {
+            dimension: self.dimension,
+            value: self.value.clone(),
+        }
+    }
 }
 
 fn significant(t: &DetectorSettings, c: &WindowChange) -> bool {
@@ -228,6 +239,28 @@ mod tests {
             "{:#?}",
             findings[0].changes
         );
+    }
+
+    #[test]
+    fn values_whose_failures_are_the_findings_own_are_not_changes() {
+        let mut facts = day_with_slots();
+        plant_form_hours(&mut facts, "contact-main", Reason::UnknownForm, 10..12);
+        let mut finding = flagged(("2025-06-10T10:00:00+02:00", "2025-06-10T12:00:00+02:00"));
+        finding.kind = FindingKind::FailureShift;
+        finding.subject = Dimension::Reason.subject(Reason::UnknownForm.as_str());
+        let mut findings = [finding];
+        attach(&facts, &DetectorSettings::default(), &mut findings);
+        let listed: Vec<_> = findings[0]
+            .changes
+            .iter()
+            .map(|c| c.value.as_str())
+            .collect();
+        for own in ["contact-main", "/contact", "forms"] {
+            assert!(
+                !listed.contains(&own),
+                "{own} restates the finding: {listed:?}"
+            );
+        }
     }
 
     #[test]
