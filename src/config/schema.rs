@@ -469,6 +469,33 @@ mod tests {
     use super::*;
     use crate::config::Settings;
 
+    /// The documented default of every number and flag is the one the code has: a default
+    /// changed in one place only would mislead whoever reads `--help` or the docs.
+    #[test]
+    fn documented_numeric_and_boolean_defaults_are_the_codes() {
+        let defaults = toml::Value::try_from(Settings::default()).unwrap();
+        let mut differing = Vec::new();
+        for doc in SETTINGS {
+            let mut value = Some(&defaults);
+            for part in doc.key.split('.') {
+                value = value.and_then(|v| v.get(part));
+            }
+            let actual = match value {
+                Some(toml::Value::Integer(n)) => n.to_string(),
+                Some(toml::Value::Boolean(b)) => b.to_string(),
+                Some(toml::Value::Float(f)) => format!("{f:?}"),
+                _ => continue,
+            };
+            if doc.default != actual {
+                differing.push(format!(
+                    "{}: documented {}, code {actual}",
+                    doc.key, doc.default
+                ));
+            }
+        }
+        assert!(differing.is_empty(), "{differing:#?}");
+    }
+
     /// Every leaf of the settings struct is documented, and nothing documented is gone.
     #[test]
     fn the_table_lists_exactly_the_settings_that_exist() {

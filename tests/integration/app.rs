@@ -17,7 +17,7 @@ use poem::{EndpointExt, Route, handler, post};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::support::{Stack, eventually, logged, unique_name};
+use crate::support::{ARRIVAL, Stack, eventually, logged, unique_name};
 
 /// API keys of the test sources; each app gets fresh ones.
 #[derive(Debug, Clone)]
@@ -277,23 +277,20 @@ impl TestApp {
     }
 
     /// Polls `sql`, whose one `?` is this app's service name, until `done` accepts the
-    /// rows or `ROWS_ARRIVAL` passes: telemetry reaches ClickHouse through the collector's
+    /// rows or `ARRIVAL` passes: telemetry reaches ClickHouse through the collector's
     /// batches, so every read of it waits.
     pub async fn rows_when<R>(&self, what: &str, sql: &str, done: impl Fn(&[R]) -> bool) -> Vec<R>
     where
         R: clickhouse::RowOwned + clickhouse::RowRead,
     {
         let client = self.stack.client();
-        eventually(what, ROWS_ARRIVAL, async || {
+        eventually(what, ARRIVAL, async || {
             let query = client.query(sql).bind(&self.service);
             logged(query.fetch_all::<R>().await).filter(|rows| done(rows))
         })
         .await
     }
 }
-
-/// How long telemetry may take to pass the collector and land in ClickHouse.
-pub const ROWS_ARRIVAL: Duration = Duration::from_secs(30);
 
 /// A CRM for delivery tests: answers by the lead's `company` — `crm-fail` → 500,
 /// `crm-slow` → 3 s, `crm-slow-once` → 3 s the first time an idempotency key is seen,

@@ -2,14 +2,11 @@
 //! rows in `lead_submissions`, metric points in `otel_metrics_sum`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::app::{FakeCrm, TestApp};
-use crate::support::{eventually, logged, unique_name};
-
-const ARRIVAL: Duration = Duration::from_secs(30);
+use crate::support::{ARRIVAL, eventually, logged, unique_name};
 
 /// A lead that passes validation, with a unique email so no test dedups another.
 pub fn lead(source: &str, page: &str) -> Value {

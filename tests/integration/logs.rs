@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -12,9 +11,7 @@ use crate::app::{FakeCrm, TestApp};
 use crate::fake_ollama::{FakeOllama, Reply};
 use crate::ingest::{expect, lead, with};
 use crate::support::analysis::{a_day, analysis_app, finished, plain_report, start_analysis};
-use crate::support::{ClickHouseEnv, TestDatabase, eventually, logged};
-
-const ARRIVAL: Duration = Duration::from_secs(30);
+use crate::support::{ARRIVAL, ClickHouseEnv, TestDatabase, eventually, logged};
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
 struct LogLine {

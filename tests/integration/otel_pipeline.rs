@@ -3,8 +3,6 @@
 //! metrics tables. Each test tags its data with a unique service name, because the
 //! collector writes every test's data into the same `otel` database.
 
-use std::time::Duration;
-
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
@@ -13,9 +11,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
-use crate::support::{Stack, eventually, logged, unique_name};
-
-const ARRIVAL: Duration = Duration::from_secs(30);
+use crate::support::{ARRIVAL, Stack, eventually, logged, unique_name};
 
 enum Transport {
     Grpc,

@@ -14,9 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::app::{FakeCrm, TestApp};
 use crate::ingest::{expect, expect_accepted, lead, with};
-use crate::support::{eventually, logged};
-
-const ARRIVAL: Duration = Duration::from_secs(30);
+use crate::support::{ARRIVAL, eventually, logged};
 
 fn address(app: &TestApp) -> String {
     app.base.trim_start_matches("http://").to_owned()

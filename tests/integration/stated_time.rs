@@ -13,9 +13,7 @@ use serde_json::{Value, json};
 
 use crate::app::{FakeCrm, TestApp};
 use crate::ingest::{expect_accepted, expect_refused, lead, with};
-use crate::support::{eventually, logged, unique_name};
-
-const ARRIVAL: Duration = Duration::from_secs(30);
+use crate::support::{ARRIVAL, eventually, logged, unique_name};
 
 async fn stated(
     app: &TestApp,

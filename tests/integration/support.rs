@@ -144,6 +144,9 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// How long telemetry may take to pass the collector and land in ClickHouse.
+pub const ARRIVAL: Duration = Duration::from_secs(30);
+
 /// Polls `probe` until it returns Some, or panics with `what` after `timeout`.
 pub async fn eventually<T>(
     what: &str,

@@ -12,7 +12,7 @@ use super::stats::{MIN_BASELINE_SHARE, benjamini_hochberg, binomial_excess_p, in
 use super::subjects::{Subject, failing_subjects, own_attempts};
 use super::{Candidate, Draft, baseline_failure_share, capped, confidence, num, ratio};
 use crate::analyze::facts::{DayFacts, rate, round_to};
-use crate::analyze::finding::{Dimension, FindingKind, Severity};
+use crate::analyze::finding::{Dimension, FindingKind, RateInterval, Severity};
 use crate::config::DetectorSettings;
 
 /// Today's share must be at least this many times the baseline's.
@@ -57,15 +57,10 @@ fn tested(facts: &DayFacts, subject: Subject) -> Option<Tested> {
         *total.first()?
     };
     let baseline = if subject.dimension == Dimension::Client {
-        baseline_failure_share(facts)
+        round_to(baseline_failure_share(facts), 4)
     } else {
-        let base = subject.fold(&facts.cells.baseline, 1, true, |_| 0);
-        match base.first() {
-            Some(&(a, f)) if a > 0 => f as f64 / a as f64,
-            _ => baseline_failure_share(facts),
-        }
+        baseline_share(facts, &subject.fold(&facts.cells.baseline, 1, true, |_| 0))
     };
-    let baseline = round_to(baseline, 4);
     Some(Tested {
         p: binomial_excess_p(failures, attempts, baseline),
         subject,
@@ -75,11 +70,38 @@ fn tested(facts: &DayFacts, subject: Subject) -> Option<Tested> {
     })
 }
 
+/// A subject's baseline share from its folded (attempts, failures), the baseline's
+/// overall share when the baseline never saw it; rounded as the evidence holds it.
+pub(super) fn baseline_share(facts: &DayFacts, folded: &[(u64, u64)]) -> f64 {
+    let share = match folded.first() {
+        Some(&(a, f)) if a > 0 => f as f64 / a as f64,
+        _ => baseline_failure_share(facts),
+    };
+    round_to(share, 4)
+}
+
+/// Today's share of `failures` in `attempts` over `baseline`, floored so a baseline that
+/// never failed does not make the lift infinite.
+pub(super) fn lift(failures: u64, attempts: u64, baseline: f64) -> f64 {
+    ratio(rate(failures, attempts), baseline.max(MIN_BASELINE_SHARE))
+}
+
+/// A discovery that counts: `min_attempts` failures, a lift of `MIN_LIFT` and an
+/// interval above the baseline.
+pub(super) fn substantial(
+    t: &DetectorSettings,
+    failures: u64,
+    lift: f64,
+    ci: &RateInterval,
+) -> bool {
+    failures >= t.min_attempts && lift >= MIN_LIFT && !ci.compatible_with_baseline()
+}
+
 fn shift(facts: &DayFacts, t: &DetectorSettings, x: &Tested) -> Option<(f64, Candidate)> {
     let share = rate(x.failures, x.attempts);
-    let lift = ratio(share, x.baseline.max(MIN_BASELINE_SHARE));
+    let lift = lift(x.failures, x.attempts, x.baseline);
     let ci = interval(x.failures, x.attempts, Some(x.baseline));
-    if x.failures < t.min_attempts || lift < MIN_LIFT || ci.compatible_with_baseline() {
+    if !substantial(t, x.failures, lift, &ci) {
         return None;
     }
     let rise = round_to(share - x.baseline, 4);

@@ -159,20 +159,21 @@ fn overlap(facts: &DayFacts, a: &Pattern, b: &Pattern) -> u64 {
         .sum()
 }
 
-/// Whether most of `failures` failures of `subject` are ones `finding` is already about
-/// (its subject's values and the reasons its kind implies), counted over the day: then
-/// the subject restates the finding rather than saying what else changed.
+/// Whether most of `failures` failures of `dimension`=`value` are ones `finding` is
+/// already about (its subject's values and the reasons its kind implies), counted over
+/// the day: then the value restates the finding rather than saying what else changed.
 pub(super) fn restates(
     facts: &DayFacts,
     finding: &Finding,
-    subject: &Subject,
+    dimension: Dimension,
+    value: &str,
     failures: u64,
 ) -> bool {
     let Some(about) = pattern(finding) else {
         return false;
     };
     let of_subject = Pattern {
-        pairs: vec![(subject.dimension, subject.value.clone())],
+        pairs: vec![(dimension, value.to_owned())],
         reasons: &[],
     };
     overlap(facts, &about, &of_subject) as f64 >= SAME_INCIDENT_SHARE * failures as f64

@@ -1,20 +1,19 @@
 //! What changed inside a flagged window: for each finding with a window, the values
 //! whose failure share in the window's hours rose most against the baseline's share at
 //! the same local clock hours. The test is FailureShift's (one-sided binomial,
-//! Benjamini–Hochberg at `change_significance`, `min_attempts` failures, a Wilson
-//! interval above the baseline, a lift of at least `MIN_LIFT`), run on the hours of
+//! Benjamini–Hochberg at `change_significance`, then `shift::substantial`), run on the hours of
 //! the window only, over every dimension the hourly cells hold (all but the client).
 //! The values the finding already names are left out, and so are values most of whose
 //! failures are the finding's own (a surge's duplicates seen through their endpoint):
 //! they are what was flagged, not what changed with it.
 
-use chrono::{DateTime, FixedOffset};
+use chrono::DateTime;
 
-use super::shift::MIN_LIFT;
-use super::stats::{MIN_BASELINE_SHARE, benjamini_hochberg, binomial_excess_p, interval};
+use super::num;
+use super::shift::{baseline_share, lift, substantial};
+use super::stats::{benjamini_hochberg, binomial_excess_p, interval};
 use super::subjects::{Subject, failing_subjects, restates};
-use super::{baseline_failure_share, num, ratio};
-use crate::analyze::facts::{DayFacts, rate, round_to};
+use crate::analyze::facts::{DayFacts, rate};
 use crate::analyze::finding::{Dimension, Finding, WindowChange};
 use crate::config::DetectorSettings;
 
@@ -23,11 +22,21 @@ pub const MAX_WINDOW_CHANGES: usize = 3;
 
 /// Fills in `changes` of every finding with a window and names the first in its summary.
 pub(super) fn attach(facts: &DayFacts, t: &DetectorSettings, findings: &mut [Finding]) {
+    let mut subjects = None;
     for finding in findings.iter_mut() {
         let Some(hours) = finding.window.as_ref().and_then(|w| Hours::of(facts, w)) else {
             continue;
         };
-        finding.changes = changes(facts, t, &hours, finding);
+        let subjects = subjects.get_or_insert_with(|| {
+            // The dimensions the hourly cells hold: all but the client.
+            let hourly: Vec<Dimension> = Dimension::ALL
+                .iter()
+                .copied()
+                .filter(|&d| d != Dimension::Client)
+                .collect();
+            failing_subjects(facts, &hourly)
+        });
+        finding.changes = changes(facts, t, &hours, finding, subjects);
         if let Some(top) = finding.changes.first() {
             finding.summary.push_str(&format!(
                 " In its window the failure share rose most on {}={}: {} of {} attempts against a baseline share of {} (lift {}).",
@@ -53,21 +62,22 @@ impl Hours {
         let parse = |s: &str| DateTime::parse_from_rfc3339(s).ok();
         let (from, to) = (parse(from)?, parse(to)?);
         let slots = &facts.shape.hourly;
-        let end_of = |i: usize| -> Option<DateTime<FixedOffset>> {
-            slots
-                .get(i + 1)
-                .map_or(parse(&facts.completeness.day_end), |s| parse(&s.start))
-        };
+        // Each slot runs from its start to the next one's (the last to the day's end).
+        let bounds: Vec<_> = slots
+            .iter()
+            .map(|s| parse(&s.start))
+            .chain([parse(&facts.completeness.day_end)])
+            .collect();
         let mut hours = Self {
             day: vec![false; facts.completeness.elapsed_hours as usize],
             local: [false; 24],
         };
-        for (i, slot) in slots.iter().enumerate() {
-            let (Some(start), Some(end)) = (parse(&slot.start), end_of(i)) else {
+        for (slot, bound) in slots.iter().zip(bounds.windows(2)) {
+            let [Some(start), Some(end)] = bound else {
                 continue;
             };
             // A zero-length window (one failure) still names its hour.
-            let touches = start <= to && end > from;
+            let touches = *start <= to && *end > from;
             if let (true, Some(day)) = (touches, hours.day.get_mut(slot.hour_index as usize)) {
                 *day = true;
                 hours.local[slot.local_hour as usize % 24] = true;
@@ -82,17 +92,13 @@ fn changes(
     t: &DetectorSettings,
     hours: &Hours,
     finding: &Finding,
+    subjects: &[Subject],
 ) -> Vec<WindowChange> {
-    let dimensions: Vec<Dimension> = Dimension::ALL
+    let tested: Vec<WindowChange> = subjects
         .iter()
-        .copied()
-        .filter(|&d| d != Dimension::Client)
-        .collect();
-    let tested: Vec<WindowChange> = failing_subjects(facts, &dimensions)
-        .into_iter()
         .filter(|s| finding.subject.value(s.dimension) != Some(s.value.as_str()))
         .filter_map(|s| tested(facts, hours, s))
-        .filter(|c| !restates(facts, finding, &c.subject(), c.failures))
+        .filter(|c| !restates(facts, finding, c.dimension, &c.value, c.failures))
         .collect();
     let p: Vec<f64> = tested.iter().map(|c| c.p_value).collect();
     let discovered = benjamini_hochberg(&p, t.change_significance);
@@ -115,7 +121,7 @@ fn changes(
     found
 }
 
-fn tested(facts: &DayFacts, hours: &Hours, subject: Subject) -> Option<WindowChange> {
+fn tested(facts: &DayFacts, hours: &Hours, subject: &Subject) -> Option<WindowChange> {
     let in_window = |h: u32| hours.day.get(h as usize).copied().unwrap_or(false);
     let today = subject.fold(&facts.cells.day, 1, false, |c| {
         usize::from(!in_window(c.hour))
@@ -127,36 +133,22 @@ fn tested(facts: &DayFacts, hours: &Hours, subject: Subject) -> Option<WindowCha
     let base = subject.fold(&facts.cells.baseline, 1, true, |c| {
         usize::from(!hours.local[c.local_hour as usize % 24])
     });
-    let baseline = match base.first() {
-        Some(&(a, f)) if a > 0 => f as f64 / a as f64,
-        _ => baseline_failure_share(facts),
-    };
-    let baseline_share = round_to(baseline, 4);
-    let share = rate(failures, attempts);
+    let baseline_share = baseline_share(facts, &base);
     Some(WindowChange {
         p_value: binomial_excess_p(failures, attempts, baseline_share),
-        lift: ratio(share, baseline_share.max(MIN_BASELINE_SHARE)),
+        lift: lift(failures, attempts, baseline_share),
         dimension: subject.dimension,
-        value: subject.value,
+        value: subject.value.clone(),
         failures,
         attempts,
-        share,
+        share: rate(failures, attempts),
         baseline_share,
     })
 }
 
-impl WindowChange {
-    fn subject(&self) -> Subject {
-        Subject {
-            dimension: self.dimension,
-            value: self.value.clone(),
-        }
-    }
-}
-
 fn significant(t: &DetectorSettings, c: &WindowChange) -> bool {
     let ci = interval(c.failures, c.attempts, Some(c.baseline_share));
-    c.failures >= t.min_attempts && c.lift >= MIN_LIFT && !ci.compatible_with_baseline()
+    substantial(t, c.failures, c.lift, &ci)
 }
 
 #[cfg(test)]
@@ -211,6 +203,12 @@ mod tests {
                 .iter()
                 .any(|c| c.dimension == Dimension::Form && c.value == "contact-main"),
             "{inside:#?}"
+        );
+        assert!(
+            !inside
+                .iter()
+                .any(|c| c.value == "/contact" || c.value == "forms"),
+            "the form's page and endpoint are the same cells, named once by the form: {inside:#?}"
         );
         assert!(inside.len() <= MAX_WINDOW_CHANGES);
         assert!(inside.windows(2).all(|w| w[0].lift >= w[1].lift));
