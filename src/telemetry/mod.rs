@@ -45,6 +45,7 @@ mod logging;
 mod metrics;
 mod otel;
 mod sampler;
+mod span_export;
 
 pub use dispatch::app_dispatch;
 pub use http::{ServerSpans, ServerSpansEndpoint, current_trace_id, inject_trace_context};

@@ -26,6 +26,7 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
 };
 
+use super::span_export::{OtlpSpanExporter, TransportError};
 use crate::config::{LogSettings, OtelSettings, OtlpProtocol};
 
 /// Instrumentation scope of every tracer and meter of the service.
@@ -39,6 +40,8 @@ pub enum TelemetryError {
     /// tonic spawns the gRPC connection task on the current runtime while building.
     #[error("the OTLP gRPC exporter must be built inside a tokio runtime")]
     NoRuntime,
+    #[error("cannot build the OTLP span exporter: {0}")]
+    SpanExporter(#[source] TransportError),
     #[error("cannot build the OTLP {signal} exporter: {source}")]
     Exporter {
         signal: &'static str,
@@ -225,8 +228,8 @@ fn metric_reader(
         .build())
 }
 
-/// One OTLP exporter of the configured protocol; the three signals' builders share no
-/// trait, so one macro keeps their setup in one place.
+/// One `opentelemetry-otlp` exporter of the configured protocol; the signals' builders
+/// share no trait, so one macro keeps their setup in one place.
 macro_rules! otlp_exporter {
     ($exporter:ty, $settings:expr, $path:literal, $signal:literal) => {{
         let settings: &OtelSettings = $settings;
@@ -255,15 +258,18 @@ macro_rules! otlp_exporter {
     }};
 }
 
-fn span_exporter(
-    settings: &OtelSettings,
-) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-    otlp_exporter!(
-        opentelemetry_otlp::SpanExporter,
-        settings,
-        "/v1/traces",
-        "span"
-    )
+/// The service's own span exporter (`span_export`): two spans per request make its cost
+/// the telemetry's largest, so it encodes once instead of converting and cloning.
+fn span_exporter(settings: &OtelSettings) -> Result<OtlpSpanExporter, TelemetryError> {
+    require_runtime()?;
+    let timeout = export_timeout(settings);
+    let built = match settings.protocol {
+        OtlpProtocol::Grpc => OtlpSpanExporter::grpc(&settings.endpoint, timeout),
+        OtlpProtocol::Http => {
+            OtlpSpanExporter::http(&signal_url(&settings.endpoint, "/v1/traces"), timeout)
+        }
+    };
+    built.map_err(TelemetryError::SpanExporter)
 }
 
 fn metric_exporter(

@@ -11,6 +11,8 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
+use crate::app::TestApp;
+use crate::ingest::{expect_accepted, lead, rows_of};
 use crate::support::{ARRIVAL, Stack, eventually, logged, unique_name};
 
 enum Transport {
@@ -234,4 +236,71 @@ async fn sums_and_histograms_land_in_the_metrics_tables_with_their_values() {
     assert_eq!(point.explicit_bounds, vec![0.01, 0.1, 1.0]);
     assert_eq!(point.bucket_counts, vec![1, 2, 0, 1]);
     assert_eq!(point.source, "quiz");
+}
+
+/// The service's own span exporter over OTLP/HTTP (every other test exports over gRPC):
+/// a request's server span and its record arrive with their kind, parent, status and
+/// attributes, and the record becomes its `lead_submissions` row.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_services_spans_over_http_arrive_whole() {
+    let http_endpoint = Stack::from_env().otlp_http;
+    let mut app = TestApp::spawn_with(|s| {
+        s.otel.protocol = lead_lab::config::OtlpProtocol::Http;
+        s.otel.endpoint = http_endpoint;
+    })
+    .await;
+    let accepted = expect_accepted(
+        app.post_lead(Some(&app.keys.quiz), &lead("quiz", "/quiz/http"))
+            .await,
+    )
+    .await;
+    app.stop().await;
+
+    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
+    struct Exported {
+        name: String,
+        kind: String,
+        status: String,
+        has_parent: bool,
+        outcome: String,
+        page: String,
+        http_status: String,
+        trace_id: String,
+    }
+    let spans: Vec<Exported> = app
+        .rows_when(
+            "the request's two spans",
+            "SELECT SpanName AS name, SpanKind AS kind, StatusCode AS status, \
+             ParentSpanId != '' AS has_parent, SpanAttributes['lead.outcome'] AS outcome, \
+             SpanAttributes['lead.page'] AS page, \
+             SpanAttributes['http.response.status_code'] AS http_status, TraceId AS trace_id \
+             FROM otel_traces WHERE ServiceName = ? ORDER BY name",
+            |spans: &[Exported]| spans.len() >= 2,
+        )
+        .await;
+    let [server, record] = spans.as_slice() else {
+        panic!("two spans, got {spans:?}");
+    };
+    assert_eq!(
+        (server.name.as_str(), server.kind.as_str()),
+        ("POST /v1/leads", "Server")
+    );
+    assert_eq!(server.http_status, "201");
+    assert_eq!(
+        (
+            record.name.as_str(),
+            record.kind.as_str(),
+            record.has_parent
+        ),
+        ("lead.submit", "Internal", true)
+    );
+    assert_eq!(
+        (record.outcome.as_str(), record.page.as_str()),
+        ("accepted", "/quiz/http")
+    );
+    assert_eq!(record.status, "Unset");
+    for span in [server, record] {
+        assert_eq!(span.trace_id, accepted["trace_id"].as_str().unwrap());
+    }
+    assert_eq!(rows_of(&app, 1).await.len(), 1, "its lead_submissions row");
 }
