@@ -15,6 +15,8 @@
 //!   exporters, and its `tracing` dispatcher. Not installed globally: run the app's
 //!   futures under its dispatcher, take tracers and meters from it, and call
 //!   [`Telemetry::shutdown`] at the end or buffered spans and logs are lost.
+//! - `span_export`: the span exporter behind the batch processor, which encodes each
+//!   batch into OTLP protobuf once (metrics and logs use `opentelemetry-otlp`'s).
 //! - [`ServerSpans`]: poem middleware giving every request a server span and a duration
 //!   metric.
 //! - [`LeadMetrics`]: the lead-specific instruments.
