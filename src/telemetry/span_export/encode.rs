@@ -10,7 +10,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
+use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
@@ -135,35 +135,33 @@ fn span_len(span: &SpanData) -> usize {
         + span
             .events
             .iter()
-            .map(|event| {
-                message_len(
-                    11,
-                    fixed64_len(1, nanos(event.timestamp))
-                        + string_len(2, &event.name)
-                        + attributes_len(3, &event.attributes)
-                        + uint_len(4, u64::from(event.dropped_attributes_count)),
-                )
-            })
+            .map(|event| message_len(11, event_len(event)))
             .sum::<usize>()
         + uint_len(12, u64::from(span.events.dropped_count))
         + span
             .links
             .iter()
-            .map(|link| {
-                let context = &link.span_context;
-                message_len(
-                    13,
-                    bytes_len(1, &context.trace_id().to_bytes())
-                        + bytes_len(2, &context.span_id().to_bytes())
-                        + trace_state_len(3, context)
-                        + attributes_len(4, &link.attributes)
-                        + uint_len(5, u64::from(link.dropped_attributes_count))
-                        + fixed32_len(6, span_flags(context.is_remote(), context)),
-                )
-            })
+            .map(|link| message_len(13, link_len(link)))
             .sum::<usize>()
         + uint_len(14, u64::from(span.links.dropped_count))
         + message_len(15, status_len(&span.status))
+}
+
+fn event_len(event: &Event) -> usize {
+    fixed64_len(1, nanos(event.timestamp))
+        + string_len(2, &event.name)
+        + attributes_len(3, &event.attributes)
+        + uint_len(4, u64::from(event.dropped_attributes_count))
+}
+
+fn link_len(link: &Link) -> usize {
+    let context = &link.span_context;
+    bytes_len(1, &context.trace_id().to_bytes())
+        + bytes_len(2, &context.span_id().to_bytes())
+        + trace_state_len(3, context)
+        + attributes_len(4, &link.attributes)
+        + uint_len(5, u64::from(link.dropped_attributes_count))
+        + fixed32_len(6, span_flags(context.is_remote(), context))
 }
 
 fn parent_len(parent: SpanId) -> usize {
@@ -392,13 +390,7 @@ impl Writer {
         self.attributes(9, &span.attributes);
         self.uint(10, u64::from(span.dropped_attributes_count));
         for event in span.events.iter() {
-            self.message_header(
-                11,
-                fixed64_len(1, nanos(event.timestamp))
-                    + string_len(2, &event.name)
-                    + attributes_len(3, &event.attributes)
-                    + uint_len(4, u64::from(event.dropped_attributes_count)),
-            );
+            self.message_header(11, event_len(event));
             self.fixed64(1, nanos(event.timestamp));
             self.string(2, &event.name);
             self.attributes(3, &event.attributes);
@@ -407,22 +399,13 @@ impl Writer {
         self.uint(12, u64::from(span.events.dropped_count));
         for link in span.links.iter() {
             let context = &link.span_context;
-            let flags = span_flags(context.is_remote(), context);
-            self.message_header(
-                13,
-                bytes_len(1, &context.trace_id().to_bytes())
-                    + bytes_len(2, &context.span_id().to_bytes())
-                    + trace_state_len(3, context)
-                    + attributes_len(4, &link.attributes)
-                    + uint_len(5, u64::from(link.dropped_attributes_count))
-                    + fixed32_len(6, flags),
-            );
+            self.message_header(13, link_len(link));
             self.bytes(1, &context.trace_id().to_bytes());
             self.bytes(2, &context.span_id().to_bytes());
             self.string(3, &context.trace_state().header());
             self.attributes(4, &link.attributes);
             self.uint(5, u64::from(link.dropped_attributes_count));
-            self.fixed32(6, flags);
+            self.fixed32(6, span_flags(context.is_remote(), context));
         }
         self.uint(14, u64::from(span.links.dropped_count));
         self.message_header(15, status_len(&span.status));
