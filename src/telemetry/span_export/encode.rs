@@ -11,7 +11,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status};
-use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
+use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 
@@ -55,8 +55,8 @@ impl EncodedResource {
 /// The request's bytes: one `ResourceSpans` holding one `ScopeSpans` per instrumentation
 /// scope, in the order the scopes first appear, each with its spans in batch order.
 pub fn export_request(spans: &[SpanData], resource: &EncodedResource) -> Vec<u8> {
-    let span_lens: Vec<usize> = spans.iter().map(span_len).collect();
-    let scopes = group_by_scope(spans, &span_lens);
+    let sized: Vec<SizedSpan> = spans.iter().map(SizedSpan::of).collect();
+    let scopes = group_by_scope(spans, &sized);
     let resource_spans_len = resource.resource_spans_prefix_len()
         + scopes
             .iter()
@@ -71,8 +71,8 @@ pub fn export_request(spans: &[SpanData], resource: &EncodedResource) -> Vec<u8>
         out.message_header(1, scope_len(group.scope));
         out.scope(group.scope);
         for &index in &group.spans {
-            out.message_header(2, span_lens[index]);
-            out.span(&spans[index]);
+            out.message_header(2, sized[index].len);
+            out.span(&spans[index], &sized[index].trace_state);
         }
         out.string(3, group.scope.schema_url().unwrap_or_default());
     }
@@ -88,7 +88,7 @@ struct ScopeGroup<'s> {
 }
 
 /// A service has a handful of scopes, so a linear search beats hashing each span's.
-fn group_by_scope<'s>(spans: &'s [SpanData], span_lens: &[usize]) -> Vec<ScopeGroup<'s>> {
+fn group_by_scope<'s>(spans: &'s [SpanData], sized: &[SizedSpan]) -> Vec<ScopeGroup<'s>> {
     let mut groups: Vec<ScopeGroup<'s>> = Vec::new();
     for (index, span) in spans.iter().enumerate() {
         let scope = &span.instrumentation_scope;
@@ -105,7 +105,7 @@ fn group_by_scope<'s>(spans: &'s [SpanData], span_lens: &[usize]) -> Vec<ScopeGr
             }
         };
         group.spans.push(index);
-        group.len += message_len(2, span_lens[index]);
+        group.len += message_len(2, sized[index].len);
     }
     groups
 }
@@ -119,11 +119,28 @@ fn scope_len(scope: &InstrumentationScope) -> usize {
             .sum::<usize>()
 }
 
-fn span_len(span: &SpanData) -> usize {
+/// A span's encoded size, and its trace state's header, which is text built on every
+/// call: sizing and writing share one.
+struct SizedSpan {
+    len: usize,
+    trace_state: String,
+}
+
+impl SizedSpan {
+    fn of(span: &SpanData) -> Self {
+        let trace_state = span.span_context.trace_state().header();
+        Self {
+            len: span_len(span, &trace_state),
+            trace_state,
+        }
+    }
+}
+
+fn span_len(span: &SpanData, trace_state: &str) -> usize {
     let context = &span.span_context;
     bytes_len(1, &context.trace_id().to_bytes())
         + bytes_len(2, &context.span_id().to_bytes())
-        + trace_state_len(3, context)
+        + string_len(3, trace_state)
         + parent_len(span.parent_span_id)
         + fixed32_len(16, span_flags(span.parent_span_is_remote, context))
         + string_len(5, &span.name)
@@ -158,7 +175,7 @@ fn link_len(link: &Link) -> usize {
     let context = &link.span_context;
     bytes_len(1, &context.trace_id().to_bytes())
         + bytes_len(2, &context.span_id().to_bytes())
-        + trace_state_len(3, context)
+        + string_len(3, &context.trace_state().header())
         + attributes_len(4, &link.attributes)
         + uint_len(5, u64::from(link.dropped_attributes_count))
         + fixed32_len(6, span_flags(context.is_remote(), context))
@@ -174,10 +191,6 @@ fn parent_len(parent: SpanId) -> usize {
 
 fn status_len(status: &Status) -> usize {
     string_len(2, status_message(status)) + uint_len(3, status_code(status))
-}
-
-fn trace_state_len(field: u32, context: &SpanContext) -> usize {
-    string_len(field, &context.trace_state().header())
 }
 
 fn attributes_len(field: u32, attributes: &[KeyValue]) -> usize {
@@ -375,11 +388,11 @@ impl Writer {
         }
     }
 
-    fn span(&mut self, span: &SpanData) {
+    fn span(&mut self, span: &SpanData, trace_state: &str) {
         let context = &span.span_context;
         self.bytes(1, &context.trace_id().to_bytes());
         self.bytes(2, &context.span_id().to_bytes());
-        self.string(3, &context.trace_state().header());
+        self.string(3, trace_state);
         if span.parent_span_id != SpanId::INVALID {
             self.bytes(4, &span.parent_span_id.to_bytes());
         }
@@ -455,7 +468,12 @@ impl Writer {
             Array::Bool(values) => self.elements(values.iter().copied().map(Value::Bool)),
             Array::I64(values) => self.elements(values.iter().copied().map(Value::I64)),
             Array::F64(values) => self.elements(values.iter().copied().map(Value::F64)),
-            Array::String(values) => self.elements(values.iter().map(shared_text)),
+            Array::String(values) => {
+                for text in values {
+                    self.message_header(1, message_len(1, text.as_str().len()));
+                    self.always_bytes(1, text.as_str().as_bytes());
+                }
+            }
             _ => {}
         }
     }
@@ -466,12 +484,6 @@ impl Writer {
             self.any_value(&value);
         }
     }
-}
-
-/// An array element as a `Value` for writing; cloning a `StringValue` copies at most a
-/// short text, and string arrays are rare in spans.
-fn shared_text(text: &StringValue) -> Value {
-    Value::String(text.clone())
 }
 
 #[cfg(test)]
@@ -487,6 +499,8 @@ mod tests {
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
     use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
     use prost::Message as _;
+
+    use opentelemetry::StringValue;
 
     use super::*;
 

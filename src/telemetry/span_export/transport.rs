@@ -3,7 +3,6 @@
 //! of retryable gRPC codes and HTTP statuses).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes};
 use http::uri::PathAndQuery;
@@ -46,21 +45,19 @@ pub(super) enum Attempt {
 
 impl Transport {
     /// The channel connects on first use, so a collector that starts later is fine.
-    pub fn grpc(endpoint: &str, timeout: Duration) -> Result<Self, TransportError> {
+    /// No timeouts here: the exporter bounds the whole export, retries included.
+    pub fn grpc(endpoint: &str) -> Result<Self, TransportError> {
         let channel = Endpoint::from_shared(endpoint.to_owned())
             .map_err(|source| TransportError::Endpoint {
                 endpoint: endpoint.to_owned(),
                 source,
             })?
-            .connect_timeout(timeout)
-            .timeout(timeout)
             .connect_lazy();
         Ok(Self::Grpc(tonic::client::Grpc::new(channel)))
     }
 
-    pub fn http(url: &str, timeout: Duration) -> Result<Self, TransportError> {
+    pub fn http(url: &str) -> Result<Self, TransportError> {
         let client = reqwest::Client::builder()
-            .timeout(timeout)
             .build()
             .map_err(TransportError::Client)?;
         Ok(Self::Http {
