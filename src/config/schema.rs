@@ -158,7 +158,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "otel.scheduled_delay_ms",
         default: "500",
-        meaning: "how often buffered spans are exported",
+        meaning: "how often buffered spans (and log records) are exported; a batch that fills goes at once",
     },
     SettingDoc {
         key: "otel.metrics_interval_ms",
@@ -168,7 +168,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "otel.export_timeout_ms",
         default: "5000",
-        meaning: "timeout of one export request",
+        meaning: "timeout of one export, its retries included",
     },
     SettingDoc {
         key: "otel.trace_sample_ratio",

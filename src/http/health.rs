@@ -12,7 +12,8 @@ enum ApiTags {
 #[derive(Debug, Object)]
 pub struct HealthReply {
     pub status: String,
-    /// Telemetry export failures counted since start (spans and metric batches).
+    /// Telemetry lost since start: spans dropped at a full export queue or in a failed
+    /// export, and metric data points of failed exports.
     pub telemetry_export_failures: u64,
 }
 

@@ -41,7 +41,9 @@ impl LeadMetrics {
         meter
             .u64_observable_counter("telemetry.export.failures")
             .with_unit("{item}")
-            .with_description("Spans and metric data points lost to failed OTLP exports")
+            .with_description(
+                "Spans and metric data points lost to full export queues and failed OTLP exports",
+            )
             .with_callback(move |observer| observer.observe(failures.get(), &[]))
             .build();
         Self {

@@ -15,8 +15,9 @@
 //!   exporters, and its `tracing` dispatcher. Not installed globally: run the app's
 //!   futures under its dispatcher, take tracers and meters from it, and call
 //!   [`Telemetry::shutdown`] at the end or buffered spans and logs are lost.
-//! - `span_export`: the span exporter behind the batch processor, which encodes each
-//!   batch into OTLP protobuf once (metrics and logs use `opentelemetry-otlp`'s).
+//! - `span_export`: the span pipeline (in place of the SDK's batch processor), which
+//!   encodes each span into OTLP protobuf where it ends and sends them in batches
+//!   (metrics and logs use `opentelemetry-otlp`'s exporters).
 //! - [`ServerSpans`]: poem middleware giving every request a server span and a duration
 //!   metric.
 //! - [`LeadMetrics`]: the lead-specific instruments.
@@ -41,6 +42,7 @@
 //! ```
 
 mod dispatch;
+mod export_failures;
 mod http;
 mod log_stamp;
 mod logging;
@@ -50,10 +52,9 @@ mod sampler;
 mod span_export;
 
 pub use dispatch::app_dispatch;
+pub use export_failures::ExportFailures;
 pub use http::{ServerSpans, ServerSpansEndpoint, current_trace_id, inject_trace_context};
 pub use logging::init_logging;
 pub use metrics::LeadMetrics;
-pub use otel::{
-    CountingMetricExporter, CountingSpanExporter, ExportFailures, Telemetry, TelemetryError,
-};
+pub use otel::{CountingMetricExporter, Telemetry, TelemetryError};
 pub use sampler::{RECORD_SPAN, RecordSampler};

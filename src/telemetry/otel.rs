@@ -5,16 +5,14 @@
 //! spans. Code that needs a tracer or meter gets it from the [`Telemetry`] of its app.
 //! Only the propagator is global (it is stateless and the same for every app).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry::metrics::{Meter, MeterProvider as _};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{InstrumentationScope, KeyValue, global};
 use opentelemetry_otlp::{ExporterBuildError, Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{
     BatchConfigBuilder as LogBatchConfigBuilder, BatchLogProcessor, SdkLoggerProvider,
 };
@@ -22,48 +20,30 @@ use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMe
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
-};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
-use super::span_export::{OtlpSpanExporter, TransportError};
+use super::export_failures::{ExportFailures, FailureReporter};
+use super::span_export::{
+    self, BatchLimits, Destination, EncodingSpanProcessor, SpanPipelineError,
+};
 use crate::config::{LogSettings, OtelSettings, OtlpProtocol};
 
 /// Instrumentation scope of every tracer and meter of the service.
 const SCOPE: &str = "lead-lab";
-
-/// A dead collector fails every export; one warning per this period is enough.
-const WARN_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     /// tonic spawns the gRPC connection task on the current runtime while building.
     #[error("the OTLP gRPC exporter must be built inside a tokio runtime")]
     NoRuntime,
-    #[error("cannot build the OTLP span exporter: {0}")]
-    SpanExporter(#[source] TransportError),
+    #[error("cannot build the OTLP span pipeline: {0}")]
+    SpanPipeline(#[source] SpanPipelineError),
     #[error("cannot build the OTLP {signal} exporter: {source}")]
     Exporter {
         signal: &'static str,
         #[source]
         source: ExporterBuildError,
     },
-}
-
-/// Running total of telemetry items (spans, metric data points) the collector never got.
-/// Cheap to clone; every clone reads the same total.
-#[derive(Debug, Clone, Default)]
-pub struct ExportFailures(Arc<AtomicU64>);
-
-impl ExportFailures {
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// Adds `items` and returns the new total.
-    pub(super) fn add(&self, items: u64) -> u64 {
-        self.0.fetch_add(items, Ordering::Relaxed) + items
-    }
 }
 
 /// The tracer, meter and logger providers of one app, and the `tracing` dispatcher
@@ -197,21 +177,33 @@ fn resource(settings: &OtelSettings) -> Resource {
         .build()
 }
 
-/// Batch processor sized from settings: the SDK default queue (2048) drops spans under
-/// load, and its 5 s delay makes traces show up late.
+/// The service's own span pipeline (`span_export`), sized from settings: the SDK's
+/// default queue (2048) drops spans under load, and its 5 s delay makes traces show up
+/// late. Two spans per request make it the telemetry's largest cost, so it encodes each
+/// span where it ends instead of moving it to the export thread.
 fn span_processor(
     settings: &OtelSettings,
     failures: &ExportFailures,
-) -> Result<BatchSpanProcessor, TelemetryError> {
-    let exporter = CountingSpanExporter::new(span_exporter(settings)?, failures.clone());
-    let config = BatchConfigBuilder::default()
-        .with_max_queue_size(settings.max_queue_size)
-        .with_max_export_batch_size(settings.max_export_batch_size)
-        .with_scheduled_delay(Duration::from_millis(settings.scheduled_delay_ms))
-        .build();
-    Ok(BatchSpanProcessor::builder(exporter)
-        .with_batch_config(config)
-        .build())
+) -> Result<EncodingSpanProcessor, TelemetryError> {
+    require_runtime()?;
+    let limits = BatchLimits {
+        max_queue_size: settings.max_queue_size,
+        max_export_batch_size: settings.max_export_batch_size,
+        scheduled_delay: Duration::from_millis(settings.scheduled_delay_ms),
+        export_timeout: export_timeout(settings),
+    };
+    let url;
+    let destination = match settings.protocol {
+        OtlpProtocol::Grpc => Destination::Grpc {
+            endpoint: &settings.endpoint,
+        },
+        OtlpProtocol::Http => {
+            url = signal_url(&settings.endpoint, "/v1/traces");
+            Destination::Http { url: &url }
+        }
+    };
+    span_export::span_processor(destination, limits, failures.clone())
+        .map_err(TelemetryError::SpanPipeline)
 }
 
 /// Periodic reader on the configured interval (the SDK default is 60 s).
@@ -256,20 +248,6 @@ macro_rules! otlp_exporter {
             source,
         })
     }};
-}
-
-/// The service's own span exporter (`span_export`): two spans per request make its cost
-/// the telemetry's largest, so it encodes once instead of converting and cloning.
-fn span_exporter(settings: &OtelSettings) -> Result<OtlpSpanExporter, TelemetryError> {
-    require_runtime()?;
-    let timeout = export_timeout(settings);
-    let built = match settings.protocol {
-        OtlpProtocol::Grpc => OtlpSpanExporter::grpc(&settings.endpoint, timeout),
-        OtlpProtocol::Http => {
-            OtlpSpanExporter::http(&signal_url(&settings.endpoint, "/v1/traces"), timeout)
-        }
-    };
-    built.map_err(TelemetryError::SpanExporter)
 }
 
 fn metric_exporter(
@@ -320,90 +298,6 @@ fn require_runtime() -> Result<(), TelemetryError> {
     tokio::runtime::Handle::try_current()
         .map(drop)
         .map_err(|_| TelemetryError::NoRuntime)
-}
-
-/// Counts what failed exports lost and warns about it, at most once per [`WARN_EVERY`].
-#[derive(Debug)]
-struct FailureReporter {
-    signal: &'static str,
-    failures: ExportFailures,
-    last_warning: Mutex<Option<Instant>>,
-}
-
-impl FailureReporter {
-    fn new(signal: &'static str, failures: ExportFailures) -> Self {
-        Self {
-            signal,
-            failures,
-            last_warning: Mutex::new(None),
-        }
-    }
-
-    fn record(&self, items: u64, error: &OTelSdkError) {
-        let total = self.failures.add(items);
-        if self.warning_due() {
-            tracing::warn!(
-                signal = self.signal,
-                lost = items,
-                total_lost = total,
-                %error,
-                "OTLP export failed; telemetry is being lost"
-            );
-        }
-    }
-
-    fn warning_due(&self) -> bool {
-        let mut last = self
-            .last_warning
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        if last.is_some_and(|at| now.duration_since(at) < WARN_EVERY) {
-            return false;
-        }
-        *last = Some(now);
-        true
-    }
-}
-
-/// A span exporter that counts the spans of failed exports into [`ExportFailures`].
-/// Everything else, retries included, is the wrapped exporter's.
-#[derive(Debug)]
-pub struct CountingSpanExporter<E> {
-    inner: E,
-    reporter: FailureReporter,
-}
-
-impl<E: SpanExporter> CountingSpanExporter<E> {
-    pub fn new(inner: E, failures: ExportFailures) -> Self {
-        Self {
-            inner,
-            reporter: FailureReporter::new("traces", failures),
-        }
-    }
-}
-
-impl<E: SpanExporter> SpanExporter for CountingSpanExporter<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let spans = batch.len() as u64;
-        let result = self.inner.export(batch).await;
-        if let Err(error) = &result {
-            self.reporter.record(spans, error);
-        }
-        result
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
 }
 
 /// A metric exporter that counts the data points of failed exports into
@@ -470,7 +364,7 @@ fn points_of<T>(data: &MetricData<T>) -> u64 {
 mod tests {
     use opentelemetry::metrics::MeterProvider as _;
     use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _};
-    use opentelemetry_sdk::trace::InMemorySpanExporter;
+    use opentelemetry_sdk::error::OTelSdkError;
 
     use super::*;
 
@@ -480,12 +374,6 @@ mod tests {
 
     fn refused() -> OTelSdkError {
         OTelSdkError::InternalFailure("collector down".into())
-    }
-
-    impl SpanExporter for Refusing {
-        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
-            Err(refused())
-        }
     }
 
     impl PushMetricExporter for Refusing {
@@ -506,13 +394,6 @@ mod tests {
         }
     }
 
-    fn end_spans(provider: &SdkTracerProvider, count: usize) {
-        let tracer = provider.tracer("test");
-        for _ in 0..count {
-            tracer.start("work").end();
-        }
-    }
-
     fn settings(enabled: bool, protocol: OtlpProtocol) -> OtelSettings {
         OtelSettings {
             enabled,
@@ -522,32 +403,6 @@ mod tests {
             scheduled_delay_ms: 60_000,
             ..OtelSettings::default()
         }
-    }
-
-    #[test]
-    fn failed_span_exports_are_counted() {
-        let failures = ExportFailures::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(CountingSpanExporter::new(Refusing, failures.clone()))
-            .build();
-
-        end_spans(&provider, 3);
-
-        assert_eq!(failures.get(), 3);
-    }
-
-    #[test]
-    fn successful_span_exports_pass_through() {
-        let failures = ExportFailures::default();
-        let spans = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(CountingSpanExporter::new(spans.clone(), failures.clone()))
-            .build();
-
-        end_spans(&provider, 2);
-
-        assert_eq!(spans.get_finished_spans().unwrap().len(), 2);
-        assert_eq!(failures.get(), 0);
     }
 
     #[test]
@@ -564,14 +419,6 @@ mod tests {
         assert!(provider.force_flush().is_err());
 
         assert_eq!(failures.get(), 2);
-    }
-
-    #[test]
-    fn warnings_are_throttled() {
-        let reporter = FailureReporter::new("traces", ExportFailures::default());
-
-        assert!(reporter.warning_due());
-        assert!(!reporter.warning_due());
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! A batch of finished spans written straight into an OTLP `ExportTraceServiceRequest`
-//! (protobuf), without the generated message types in between.
+//! Finished spans written straight into OTLP protobuf, without the generated message
+//! types in between: each span into its `Span` message when it ends ([`append_span`]),
+//! and a batch of those into one `ExportTraceServiceRequest` ([`EncodedBatch`]).
 //!
 //! The generic path converts every span into owned proto structs (a `String` for every
 //! attribute key and value), then prost walks them once to size each nested message per
 //! level above it and once more to write. Here each span's size is computed once, its
-//! attributes are written from the SDK's own values, and the buffer is allocated once
+//! attributes are written from the SDK's own values, and the request is allocated once
 //! at its exact size. The test against `opentelemetry-proto`'s own conversion keeps the
 //! two byte-for-byte equivalent after decoding.
 
@@ -52,62 +53,102 @@ impl EncodedResource {
     }
 }
 
-/// The request's bytes: one `ResourceSpans` holding one `ScopeSpans` per instrumentation
-/// scope, in the order the scopes first appear, each with its spans in batch order.
-pub fn export_request(spans: &[SpanData], resource: &EncodedResource) -> Vec<u8> {
-    let sized: Vec<SizedSpan> = spans.iter().map(SizedSpan::of).collect();
-    let scopes = group_by_scope(spans, &sized);
-    let resource_spans_len = resource.resource_spans_prefix_len()
-        + scopes
-            .iter()
-            .map(|group| message_len(2, group.len))
-            .sum::<usize>();
-    let mut out = Writer::with_capacity(message_len(1, resource_spans_len));
-    out.message_header(1, resource_spans_len);
-    out.message_header(1, resource.body.len());
-    out.raw(&resource.body);
-    for group in &scopes {
-        out.message_header(2, group.len);
-        out.message_header(1, scope_len(group.scope));
-        out.scope(group.scope);
-        for &index in &group.spans {
-            out.message_header(2, sized[index].len);
-            out.span(&spans[index], &sized[index].trace_state);
+/// Appends one finished span to `out` as a `ScopeSpans.spans` field: its key, its
+/// length and the `Span` message, sized once.
+pub fn append_span(out: &mut Vec<u8>, span: &SpanData) {
+    // Text built on every call: sizing and writing share one.
+    let trace_state = span.span_context.trace_state().header();
+    let len = span_len(span, &trace_state);
+    let mut writer = Writer(std::mem::take(out));
+    writer.0.reserve(message_len(2, len));
+    writer.message_header(2, len);
+    writer.span(span, &trace_state);
+    *out = writer.into_inner();
+}
+
+/// Spans already encoded by [`append_span`], grouped by instrumentation scope in the
+/// order the scopes first appear, each group's spans in the order they came.
+#[derive(Debug, Default)]
+pub struct EncodedBatch {
+    scopes: Vec<ScopeSpans>,
+    spans: usize,
+    /// Bytes to reserve for the first scope's spans: the size of the batch before, so
+    /// a full batch grows its buffer once instead of doubling its way up.
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct ScopeSpans {
+    scope: InstrumentationScope,
+    spans: Vec<u8>,
+}
+
+impl EncodedBatch {
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            capacity: bytes,
+            ..Self::default()
         }
-        out.string(3, group.scope.schema_url().unwrap_or_default());
     }
-    out.string(3, &resource.schema_url);
-    out.into_inner()
-}
 
-/// The spans of one instrumentation scope, and the `ScopeSpans` message's size.
-struct ScopeGroup<'s> {
-    scope: &'s InstrumentationScope,
-    spans: Vec<usize>,
-    len: usize,
-}
-
-/// A service has a handful of scopes, so a linear search beats hashing each span's.
-fn group_by_scope<'s>(spans: &'s [SpanData], sized: &[SizedSpan]) -> Vec<ScopeGroup<'s>> {
-    let mut groups: Vec<ScopeGroup<'s>> = Vec::new();
-    for (index, span) in spans.iter().enumerate() {
-        let scope = &span.instrumentation_scope;
-        let group = match groups.iter().position(|group| group.scope == scope) {
-            Some(found) => &mut groups[found],
+    /// A service has a handful of scopes, so a linear search beats hashing each span's.
+    pub fn push(&mut self, scope: &InstrumentationScope, encoded_span: &[u8]) {
+        let group = match self.scopes.iter().position(|group| &group.scope == scope) {
+            Some(found) => &mut self.scopes[found],
             None => {
-                groups.push(ScopeGroup {
-                    scope,
-                    spans: Vec::new(),
-                    len: message_len(1, scope_len(scope))
-                        + string_len(3, scope.schema_url().unwrap_or_default()),
+                let capacity = std::mem::take(&mut self.capacity);
+                self.scopes.push(ScopeSpans {
+                    scope: scope.clone(),
+                    spans: Vec::with_capacity(capacity.max(encoded_span.len())),
                 });
-                groups.last_mut().expect("just pushed")
+                self.scopes.last_mut().expect("just pushed")
             }
         };
-        group.spans.push(index);
-        group.len += message_len(2, sized[index].len);
+        group.spans.extend_from_slice(encoded_span);
+        self.spans += 1;
     }
-    groups
+
+    pub fn spans(&self) -> usize {
+        self.spans
+    }
+
+    /// The encoded spans' bytes, without the request around them.
+    pub fn bytes(&self) -> usize {
+        self.scopes.iter().map(|group| group.spans.len()).sum()
+    }
+
+    /// The `ExportTraceServiceRequest`: one `ResourceSpans` holding one `ScopeSpans` per
+    /// scope, written into a buffer allocated at its exact size.
+    pub fn request(&self, resource: &EncodedResource) -> Vec<u8> {
+        let group_lens: Vec<usize> = self.scopes.iter().map(ScopeSpans::len).collect();
+        let resource_spans_len = resource.resource_spans_prefix_len()
+            + group_lens
+                .iter()
+                .map(|&len| message_len(2, len))
+                .sum::<usize>();
+        let mut out = Writer::with_capacity(message_len(1, resource_spans_len));
+        out.message_header(1, resource_spans_len);
+        out.message_header(1, resource.body.len());
+        out.raw(&resource.body);
+        for (group, &len) in self.scopes.iter().zip(&group_lens) {
+            out.message_header(2, len);
+            out.message_header(1, scope_len(&group.scope));
+            out.scope(&group.scope);
+            out.raw(&group.spans);
+            out.string(3, group.scope.schema_url().unwrap_or_default());
+        }
+        out.string(3, &resource.schema_url);
+        out.into_inner()
+    }
+}
+
+impl ScopeSpans {
+    /// The `ScopeSpans` message's size.
+    fn len(&self) -> usize {
+        message_len(1, scope_len(&self.scope))
+            + self.spans.len()
+            + string_len(3, self.scope.schema_url().unwrap_or_default())
+    }
 }
 
 fn scope_len(scope: &InstrumentationScope) -> usize {
@@ -117,23 +158,6 @@ fn scope_len(scope: &InstrumentationScope) -> usize {
             .attributes()
             .map(|kv| message_len(3, key_value_len(kv)))
             .sum::<usize>()
-}
-
-/// A span's encoded size, and its trace state's header, which is text built on every
-/// call: sizing and writing share one.
-struct SizedSpan {
-    len: usize,
-    trace_state: String,
-}
-
-impl SizedSpan {
-    fn of(span: &SpanData) -> Self {
-        let trace_state = span.span_context.trace_state().header();
-        Self {
-            len: span_len(span, &trace_state),
-            trace_state,
-        }
-    }
 }
 
 fn span_len(span: &SpanData, trace_state: &str) -> usize {
@@ -602,6 +626,20 @@ mod tests {
         }
     }
 
+    /// The spans encoded one by one, as the processor does at their end, then sent as one
+    /// request.
+    fn encoded(spans: &[SpanData], resource: &Resource) -> Vec<u8> {
+        let mut batch = EncodedBatch::default();
+        let mut scratch = Vec::new();
+        for span in spans {
+            scratch.clear();
+            append_span(&mut scratch, span);
+            batch.push(&span.instrumentation_scope, &scratch);
+        }
+        assert_eq!(batch.spans(), spans.len());
+        batch.request(&EncodedResource::new(resource))
+    }
+
     #[test]
     fn decodes_to_what_the_generic_conversion_sends() {
         let ours = InstrumentationScope::builder("lead-lab")
@@ -618,7 +656,7 @@ mod tests {
             span("lead.deliver", &ours, true),
         ];
         let resource = resource();
-        let bytes = export_request(&spans, &EncodedResource::new(&resource));
+        let bytes = encoded(&spans, &resource);
         let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
         assert_eq!(decoded, generic(&spans, &resource));
         assert_eq!(decoded.resource_spans[0].scope_spans.len(), 2);
@@ -629,7 +667,7 @@ mod tests {
         let scope = InstrumentationScope::builder("lead-lab").build();
         let spans: Vec<SpanData> = (0..50).map(|i| span("s", &scope, i % 2 == 0)).collect();
         let resource = resource();
-        let bytes = export_request(&spans, &EncodedResource::new(&resource));
+        let bytes = encoded(&spans, &resource);
         assert_eq!(bytes.len(), bytes.capacity());
         assert_eq!(bytes.len(), generic(&spans, &resource).encoded_len());
     }
@@ -637,7 +675,7 @@ mod tests {
     #[test]
     fn an_empty_batch_is_one_resource_without_spans() {
         let resource = resource();
-        let bytes = export_request(&[], &EncodedResource::new(&resource));
+        let bytes = encoded(&[], &resource);
         let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
         assert_eq!(decoded, generic(&[], &resource));
     }

@@ -1,135 +1,88 @@
-//! The service's OTLP span exporter: each batch is encoded once, straight from the
-//! SDK's span data (`encode`), and the same bytes are sent again on a retry.
+//! The service's span pipeline to the collector, in place of the SDK's batch processor
+//! and `opentelemetry-otlp`'s exporter: each span is encoded into OTLP protobuf when it
+//! ends (`encode`), on the thread that ended it; the bytes wait in a bounded queue; one
+//! worker thread sends them in batches (`processor`) over gRPC or HTTP, resending the
+//! same bytes on a retry (`transport`).
 //!
-//! `opentelemetry-otlp`'s exporter clones the whole batch for every attempt, converts
-//! it into generated proto structs and lets prost size every nested message again per
-//! level; at saturation that was most of the telemetry's cost (docs/performance.md,
-//! "Telemetry cost profile"). Metrics and logs keep that exporter: they are a few
-//! points per interval and one record per failed attempt, not two spans per request.
-//!
-//! The SDK's batch processor calls `export` from its own thread, outside the runtime;
-//! the request runs as a task on the app's runtime (captured when the exporter is built)
-//! and the processor's thread waits for it.
+//! `opentelemetry-otlp`'s exporter cloned the whole batch for every attempt, converted
+//! it into generated proto structs and let prost size every nested message again per
+//! level, and the batch processor freed every span on its own thread; at saturation
+//! that was most of the telemetry's cost (docs/performance.md, "Telemetry cost
+//! profile"). Metrics and logs keep that exporter: they are a few points per interval
+//! and one record per failed attempt, not two spans per request.
 
 mod encode;
+mod processor;
 mod transport;
 
-use std::time::Duration;
-
-use bytes::Bytes;
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use tokio::runtime::Handle;
-use tokio::time::Instant;
-
-use encode::EncodedResource;
+pub use processor::{BatchLimits, EncodingSpanProcessor};
+use transport::Transport;
 pub use transport::TransportError;
-use transport::{Attempt, Transport};
 
-/// Retries of one batch, as `opentelemetry-otlp`'s default policy: 3 after the first
-/// attempt, backing off from 100 ms (doubling, at most 1.6 s), all within the timeout.
-const RETRIES: u32 = 3;
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_millis(1_600);
+use super::ExportFailures;
 
-#[derive(Debug)]
-pub struct OtlpSpanExporter {
-    transport: Transport,
-    resource: EncodedResource,
-    timeout: Duration,
-    runtime: Handle,
-}
-
-impl OtlpSpanExporter {
+/// Where the spans go.
+#[derive(Debug, Clone, Copy)]
+pub enum Destination<'a> {
     /// gRPC (`http://host:4317`) to the collector's `TraceService/Export`.
-    /// Must run inside a tokio runtime: the connection is a task of it.
-    pub fn grpc(endpoint: &str, timeout: Duration) -> Result<Self, TransportError> {
-        Ok(Self::new(Transport::grpc(endpoint)?, timeout))
-    }
-
+    Grpc { endpoint: &'a str },
     /// OTLP/HTTP protobuf, POSTed to `url` (the collector's `/v1/traces`).
-    /// Must run inside a tokio runtime.
-    pub fn http(url: &str, timeout: Duration) -> Result<Self, TransportError> {
-        Ok(Self::new(Transport::http(url)?, timeout))
-    }
-
-    fn new(transport: Transport, timeout: Duration) -> Self {
-        Self {
-            transport,
-            resource: EncodedResource::default(),
-            timeout,
-            runtime: Handle::current(),
-        }
-    }
+    Http { url: &'a str },
 }
 
-impl SpanExporter for OtlpSpanExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let body = Bytes::from(encode::export_request(&batch, &self.resource));
-        // Freed here, on the processor's thread, not on the runtime's.
-        drop(batch);
-        let transport = self.transport.clone();
-        match self
-            .runtime
-            .spawn(send(transport, body, self.timeout))
-            .await
-        {
-            Ok(result) => result,
-            Err(error) => Err(OTelSdkError::InternalFailure(format!(
-                "span export task: {error}"
-            ))),
-        }
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.resource = EncodedResource::new(resource);
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum SpanPipelineError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("cannot start the span export thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
-/// The first attempt and up to [`RETRIES`] more while the collector's answer says a
-/// retry can help and the timeout leaves room for the backoff.
-async fn send(transport: Transport, body: Bytes, timeout: Duration) -> OTelSdkResult {
-    let deadline = Instant::now() + timeout;
-    let (mut backoff, mut retries_left) = (FIRST_BACKOFF, RETRIES);
-    loop {
-        match tokio::time::timeout_at(deadline, transport.send(body.clone())).await {
-            Err(_) => return Err(OTelSdkError::Timeout(timeout)),
-            Ok(Attempt::Sent) => return Ok(()),
-            Ok(Attempt::Failed {
-                retryable: true, ..
-            }) if retries_left > 0 && Instant::now() + backoff < deadline => {}
-            Ok(Attempt::Failed { reason, .. }) => {
-                return Err(OTelSdkError::InternalFailure(reason));
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        retries_left -= 1;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
+/// The processor sending to `destination`, its worker started. Must run inside a tokio
+/// runtime: the connections and the exports are tasks of it.
+pub fn span_processor(
+    destination: Destination<'_>,
+    limits: BatchLimits,
+    failures: ExportFailures,
+) -> Result<EncodingSpanProcessor, SpanPipelineError> {
+    let transport = match destination {
+        Destination::Grpc { endpoint } => Transport::grpc(endpoint)?,
+        Destination::Http { url } => Transport::http(url)?,
+    };
+    EncodingSpanProcessor::start(transport, limits, failures).map_err(SpanPipelineError::Thread)
 }
 
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
     use std::sync::{Arc, Mutex};
-    use std::time::SystemTime;
+    use std::time::{Duration, SystemTime};
 
     use opentelemetry::InstrumentationScope;
     use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+    use opentelemetry_sdk::trace::{SpanData, SpanProcessor as _};
     use prost::Message as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::TcpListener;
 
+    use super::transport::RETRIES;
     use super::*;
 
-    fn one_span() -> Vec<SpanData> {
-        vec![SpanData {
+    type Bodies = Arc<Mutex<Vec<Vec<u8>>>>;
+
+    fn span(sampled: bool) -> SpanData {
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        SpanData {
             span_context: SpanContext::new(
                 TraceId::from(1),
                 SpanId::from(2),
-                TraceFlags::SAMPLED,
+                flags,
                 false,
                 Default::default(),
             ),
@@ -145,15 +98,15 @@ mod tests {
             links: Default::default(),
             status: Status::Unset,
             instrumentation_scope: InstrumentationScope::builder("lead-lab").build(),
-        }]
+        }
     }
 
     /// An OTLP/HTTP collector that answers with `statuses` in turn (the last one
     /// repeated) and keeps every request body it got.
-    async fn collector(statuses: &'static [u16]) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
+    async fn collector(statuses: &'static [u16]) -> (String, Bodies) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
-        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let bodies = Bodies::default();
         let seen = bodies.clone();
         tokio::spawn(async move {
             for turn in 0.. {
@@ -189,35 +142,202 @@ mod tests {
         }
     }
 
-    async fn export_to(statuses: &'static [u16]) -> (OTelSdkResult, Vec<Vec<u8>>) {
-        let (url, bodies) = collector(statuses).await;
-        let exporter = OtlpSpanExporter::http(&url, Duration::from_secs(5)).unwrap();
-        let result = exporter.export(one_span()).await;
-        let bodies = bodies.lock().unwrap().clone();
-        (result, bodies)
+    /// Limits under which nothing is sent unless a test asks for it.
+    fn limits() -> BatchLimits {
+        BatchLimits {
+            max_queue_size: 100,
+            max_export_batch_size: 100,
+            scheduled_delay: Duration::from_secs(600),
+            export_timeout: Duration::from_secs(5),
+        }
     }
 
-    #[tokio::test]
+    struct Pipeline {
+        processor: Arc<EncodingSpanProcessor>,
+        bodies: Bodies,
+        failures: ExportFailures,
+    }
+
+    async fn pipeline(statuses: &'static [u16], limits: BatchLimits) -> Pipeline {
+        let (url, bodies) = collector(statuses).await;
+        let failures = ExportFailures::default();
+        let processor =
+            span_processor(Destination::Http { url: &url }, limits, failures.clone()).unwrap();
+        Pipeline {
+            processor: Arc::new(processor),
+            bodies,
+            failures,
+        }
+    }
+
+    impl Pipeline {
+        fn end(&self, spans: usize) {
+            for _ in 0..spans {
+                self.processor.on_end(span(true));
+            }
+        }
+
+        /// Flushes or shuts down off the runtime's threads: both wait for the worker,
+        /// whose exports are tasks of the runtime.
+        async fn blocking(
+            &self,
+            call: fn(&EncodingSpanProcessor) -> OTelSdkResult,
+        ) -> OTelSdkResult {
+            let processor = self.processor.clone();
+            tokio::task::spawn_blocking(move || call(&processor))
+                .await
+                .unwrap()
+        }
+
+        async fn flush(&self) -> OTelSdkResult {
+            self.blocking(|processor| processor.force_flush()).await
+        }
+
+        async fn shutdown(&self) -> OTelSdkResult {
+            self.blocking(|processor| processor.shutdown()).await
+        }
+
+        fn bodies(&self) -> Vec<Vec<u8>> {
+            self.bodies.lock().unwrap().clone()
+        }
+
+        /// The spans in each request the collector got.
+        fn spans_per_request(&self) -> Vec<usize> {
+            self.bodies()
+                .iter()
+                .map(|body| {
+                    let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+                    request.resource_spans[0]
+                        .scope_spans
+                        .iter()
+                        .map(|scope| scope.spans.len())
+                        .sum()
+                })
+                .collect()
+        }
+
+        async fn wait_for_requests(&self, count: usize) {
+            for _ in 0..500 {
+                if self.bodies().len() >= count {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!(
+                "the collector got {} requests, not {count}",
+                self.bodies().len()
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_retryable_answer_is_retried_with_the_same_bytes() {
-        let (result, bodies) = export_to(&[503, 429, 200]).await;
-        assert!(result.is_ok(), "{result:?}");
+        let pipeline = pipeline(&[503, 429, 200], limits()).await;
+        pipeline.end(1);
+
+        let flushed = pipeline.flush().await;
+
+        assert!(flushed.is_ok(), "{flushed:?}");
+        let bodies = pipeline.bodies();
         assert_eq!(bodies.len(), 3);
         assert!(bodies.iter().all(|body| body == &bodies[0]));
-        let request = ExportTraceServiceRequest::decode(bodies[0].as_slice()).unwrap();
-        assert_eq!(request.resource_spans[0].scope_spans[0].spans.len(), 1);
+        assert_eq!(pipeline.spans_per_request()[0], 1);
+        assert_eq!(pipeline.failures.get(), 0);
     }
 
-    #[tokio::test]
-    async fn a_refusal_is_not_retried() {
-        let (result, bodies) = export_to(&[400]).await;
-        assert!(result.is_err());
-        assert_eq!(bodies.len(), 1);
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refusal_is_not_retried_and_its_spans_are_counted() {
+        let pipeline = pipeline(&[400], limits()).await;
+        pipeline.end(2);
+
+        assert!(pipeline.flush().await.is_err());
+
+        assert_eq!(pipeline.bodies().len(), 1);
+        assert_eq!(pipeline.failures.get(), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn retries_stop_after_three() {
-        let (result, bodies) = export_to(&[503]).await;
-        assert!(result.is_err());
-        assert_eq!(bodies.len(), 1 + RETRIES as usize);
+        let pipeline = pipeline(&[503], limits()).await;
+        pipeline.end(1);
+
+        assert!(pipeline.flush().await.is_err());
+
+        assert_eq!(pipeline.bodies().len(), 1 + RETRIES as usize);
+        assert_eq!(pipeline.failures.get(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_batch_is_sent_without_waiting_for_the_delay() {
+        let batch_of_two = BatchLimits {
+            max_export_batch_size: 2,
+            ..limits()
+        };
+        let pipeline = pipeline(&[200], batch_of_two).await;
+        pipeline.end(5);
+
+        pipeline.wait_for_requests(2).await;
+
+        assert_eq!(pipeline.spans_per_request(), [2, 2]);
+        pipeline.flush().await.unwrap();
+        assert_eq!(pipeline.spans_per_request(), [2, 2, 1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_spans_are_sent_after_the_delay() {
+        let soon = BatchLimits {
+            scheduled_delay: Duration::from_millis(50),
+            ..limits()
+        };
+        let pipeline = pipeline(&[200], soon).await;
+        pipeline.end(3);
+
+        pipeline.wait_for_requests(1).await;
+
+        assert_eq!(pipeline.spans_per_request(), [3]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn beyond_the_queue_spans_are_dropped_and_counted() {
+        let queue_of_two = BatchLimits {
+            max_queue_size: 2,
+            ..limits()
+        };
+        let pipeline = pipeline(&[200], queue_of_two).await;
+        pipeline.end(5);
+
+        assert_eq!(pipeline.failures.get(), 3);
+        pipeline.flush().await.unwrap();
+        assert_eq!(pipeline.spans_per_request(), [2]);
+        // Sent spans leave the queue: there is room again.
+        pipeline.end(1);
+        assert_eq!(pipeline.failures.get(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_sends_what_waits_and_later_spans_are_counted_lost() {
+        let pipeline = pipeline(&[200], limits()).await;
+        pipeline.end(3);
+
+        pipeline.shutdown().await.unwrap();
+
+        assert_eq!(pipeline.spans_per_request(), [3]);
+        assert!(matches!(
+            pipeline.shutdown().await,
+            Err(OTelSdkError::AlreadyShutdown)
+        ));
+        pipeline.end(1);
+        assert_eq!(pipeline.failures.get(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unsampled_spans_are_not_sent() {
+        let pipeline = pipeline(&[200], limits()).await;
+        pipeline.processor.on_end(span(false));
+        pipeline.end(1);
+
+        pipeline.flush().await.unwrap();
+
+        assert_eq!(pipeline.spans_per_request(), [1]);
     }
 }

@@ -3,6 +3,7 @@
 //! of retryable gRPC codes and HTTP statuses).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes};
 use http::uri::PathAndQuery;
@@ -13,8 +14,16 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use tokio::time::Instant;
+
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 const PROTOBUF: &str = "application/x-protobuf";
+
+/// Retries of one batch, as `opentelemetry-otlp`'s default policy: 3 after the first
+/// attempt, backing off from 100 ms (doubling, at most 1.6 s), all within the timeout.
+pub(super) const RETRIES: u32 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_millis(1_600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -38,14 +47,24 @@ pub(super) enum Transport {
 }
 
 /// How one attempt ended.
-pub(super) enum Attempt {
+enum Attempt {
     Sent,
     Failed { retryable: bool, reason: String },
 }
 
+/// Why a batch did not reach the collector, retries included.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("the export took longer than {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Failed(String),
+}
+
 impl Transport {
     /// The channel connects on first use, so a collector that starts later is fine.
-    /// No timeouts here: the exporter bounds the whole export, retries included.
+    /// No per-attempt timeouts: [`Transport::export`] bounds the whole export, retries
+    /// included.
     pub fn grpc(endpoint: &str) -> Result<Self, TransportError> {
         let channel = Endpoint::from_shared(endpoint.to_owned())
             .map_err(|source| TransportError::Endpoint {
@@ -66,7 +85,27 @@ impl Transport {
         })
     }
 
-    pub async fn send(&self, body: Bytes) -> Attempt {
+    /// The first attempt and up to [`RETRIES`] more, with the same bytes, while the
+    /// collector's answer says a retry can help and `timeout` leaves room for the backoff.
+    pub async fn export(&self, body: Bytes, timeout: Duration) -> Result<(), ExportError> {
+        let deadline = Instant::now() + timeout;
+        let (mut backoff, mut retries_left) = (FIRST_BACKOFF, RETRIES);
+        loop {
+            match tokio::time::timeout_at(deadline, self.send(body.clone())).await {
+                Err(_) => return Err(ExportError::Timeout(timeout)),
+                Ok(Attempt::Sent) => return Ok(()),
+                Ok(Attempt::Failed {
+                    retryable: true, ..
+                }) if retries_left > 0 && Instant::now() + backoff < deadline => {}
+                Ok(Attempt::Failed { reason, .. }) => return Err(ExportError::Failed(reason)),
+            }
+            tokio::time::sleep(backoff).await;
+            retries_left -= 1;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn send(&self, body: Bytes) -> Attempt {
         match self {
             Self::Grpc(grpc) => send_grpc(grpc.clone(), body).await,
             Self::Http { client, url } => send_http(client, url, body).await,

@@ -1,0 +1,372 @@
+//! The span processor: encodes each span when it ends, on the thread that ended it,
+//! queues the bytes, and has one worker thread send them in batches.
+//!
+//! The SDK's batch processor moves every `SpanData` (its attribute texts, events and
+//! links) through a channel to its thread, which frees them there. Freeing memory on a
+//! thread other than the one that allocated it sends mimalloc's blocks through its
+//! cross-thread free lists, and the request threads then take its allocation slow path;
+//! at saturation that was the largest item of the span export's cost
+//! (docs/performance.md). Here the `SpanData` is freed where it was built, and what
+//! crosses threads is one buffer per batch.
+//!
+//! Limits are the batch processor's: at most `max_queue_size` spans wait (beyond it
+//! new ones are dropped and counted), a batch is sent when it holds
+//! `max_export_batch_size` spans or `scheduled_delay` after the last send, and a flush
+//! or the shutdown sends everything waiting.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use opentelemetry::Context;
+use opentelemetry::InstrumentationScope;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+use tokio::runtime::Handle;
+
+use super::encode::{EncodedBatch, EncodedResource, append_span};
+use super::transport::Transport;
+use crate::telemetry::export_failures::{ExportFailures, FailureReporter};
+
+/// A flush waits at least this long for the worker, and at least one export's timeout.
+const MIN_FLUSH_WAIT: Duration = Duration::from_secs(5);
+
+/// A thread's encoding buffer is kept for its next span unless one span made it larger
+/// than this.
+const SCRATCH_KEPT: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many spans wait, how many go in one request, and how often they go.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_queue_size: usize,
+    pub max_export_batch_size: usize,
+    pub scheduled_delay: Duration,
+    /// One batch's export, retries included.
+    pub export_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct EncodingSpanProcessor {
+    shared: Arc<Shared>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// The worker waits on it for a full batch, a flush or the shutdown.
+    work: Condvar,
+    /// Flushes and the shutdown wait on it for the worker.
+    done: Condvar,
+    limits: BatchLimits,
+    lost: FailureReporter,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    filling: EncodedBatch,
+    full: VecDeque<EncodedBatch>,
+    /// Spans in `filling` and `full`: what `max_queue_size` bounds.
+    queued: usize,
+    resource: Arc<EncodedResource>,
+    flush_requested: u64,
+    flushed: u64,
+    /// Why the last flush left spans unsent, if it did.
+    flush_failure: Option<String>,
+    shutting_down: bool,
+    stopped: bool,
+}
+
+/// Why a span was dropped before any export.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("the span export queue is full ({0} spans)")]
+    QueueFull(usize),
+    #[error("a span ended after the telemetry shut down")]
+    ShutDown,
+}
+
+impl EncodingSpanProcessor {
+    /// Starts the worker thread. Must run inside a tokio runtime: exports are tasks of
+    /// it (the transport's connections live there).
+    pub(super) fn start(
+        transport: Transport,
+        limits: BatchLimits,
+        failures: ExportFailures,
+    ) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            limits,
+            lost: FailureReporter::new("traces", failures),
+        });
+        let runtime = Handle::current();
+        let worker_shared = shared.clone();
+        let worker = std::thread::Builder::new()
+            .name("lead-lab-span-export".into())
+            .spawn(move || Worker::new(worker_shared, transport, runtime).run())?;
+        Ok(Self {
+            shared,
+            worker: Mutex::new(Some(worker)),
+        })
+    }
+}
+
+impl SpanProcessor for EncodingSpanProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        let queued = SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            append_span(scratch, &span);
+            let queued = self.shared.enqueue(&span.instrumentation_scope, scratch);
+            if scratch.capacity() > SCRATCH_KEPT {
+                *scratch = Vec::new();
+            }
+            queued
+        });
+        if let Err(refused) = queued {
+            self.shared.lost.record(1, &refused);
+        }
+        // `span` is freed here, on the thread that built it.
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        if state.shutting_down {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        state.flush_requested += 1;
+        let target = state.flush_requested;
+        shared.work.notify_one();
+        let wait = shared.limits.export_timeout.max(MIN_FLUSH_WAIT);
+        let (state, timeout) = shared
+            .done
+            .wait_timeout_while(state, wait, |state| state.flushed < target)
+            .unwrap_or_else(PoisonError::into_inner);
+        if timeout.timed_out() {
+            return Err(OTelSdkError::Timeout(wait));
+        }
+        match &state.flush_failure {
+            Some(failure) => Err(OTelSdkError::InternalFailure(failure.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends everything waiting, then stops the worker.
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        if state.shutting_down {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        state.shutting_down = true;
+        shared.work.notify_one();
+        let (_state, waited) = shared
+            .done
+            .wait_timeout_while(state, timeout, |state| !state.stopped)
+            .unwrap_or_else(PoisonError::into_inner);
+        if waited.timed_out() {
+            return Err(OTelSdkError::Timeout(timeout));
+        }
+        let worker = self
+            .worker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(worker) = worker {
+            worker.join().map_err(|_| {
+                OTelSdkError::InternalFailure("the span export thread panicked".into())
+            })?;
+        }
+        Ok(())
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.shared.lock().resource = Arc::new(EncodedResource::new(resource));
+    }
+}
+
+impl Drop for EncodingSpanProcessor {
+    /// A processor dropped without a shutdown (its provider never built) still lets its
+    /// worker end.
+    fn drop(&mut self) {
+        self.shared.lock().shutting_down = true;
+        self.shared.work.notify_one();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn enqueue(&self, scope: &InstrumentationScope, encoded_span: &[u8]) -> Result<(), Refused> {
+        let mut state = self.lock();
+        if state.shutting_down {
+            return Err(Refused::ShutDown);
+        }
+        if state.queued >= self.limits.max_queue_size {
+            return Err(Refused::QueueFull(self.limits.max_queue_size));
+        }
+        state.filling.push(scope, encoded_span);
+        state.queued += 1;
+        if state.filling.spans() >= self.limits.max_export_batch_size {
+            let next = EncodedBatch::with_capacity(state.filling.bytes());
+            let full = std::mem::replace(&mut state.filling, next);
+            state.full.push_back(full);
+            drop(state);
+            self.work.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    /// Everything waiting, oldest first.
+    fn take_all(&mut self) -> Vec<EncodedBatch> {
+        let mut batches: Vec<EncodedBatch> = self.full.drain(..).collect();
+        batches.push(std::mem::take(&mut self.filling));
+        self.queued = 0;
+        batches
+    }
+
+    fn take_full(&mut self) -> Option<EncodedBatch> {
+        let batch = self.full.pop_front()?;
+        self.queued -= batch.spans();
+        Some(batch)
+    }
+
+    fn take_filling(&mut self) -> EncodedBatch {
+        let batch = std::mem::take(&mut self.filling);
+        self.queued -= batch.spans();
+        batch
+    }
+}
+
+/// What the worker does next: the batches it took, and what it answers once they are
+/// sent.
+struct Turn {
+    batches: Vec<EncodedBatch>,
+    flush: Option<u64>,
+    last: bool,
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    transport: Transport,
+    runtime: Handle,
+    next_send: Instant,
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>, transport: Transport, runtime: Handle) -> Self {
+        let next_send = Instant::now() + shared.limits.scheduled_delay;
+        Self {
+            shared,
+            transport,
+            runtime,
+            next_send,
+        }
+    }
+
+    fn run(mut self) {
+        loop {
+            let (turn, resource) = self.next_turn();
+            let failure = self.send(turn.batches, &resource);
+            let mut state = self.shared.lock();
+            if let Some(target) = turn.flush {
+                state.flushed = target;
+                state.flush_failure = failure;
+            }
+            if turn.last {
+                state.stopped = true;
+            }
+            self.shared.done.notify_all();
+            if turn.last {
+                return;
+            }
+        }
+    }
+
+    /// Waits until there is something to send or to answer, and takes it.
+    fn next_turn(&mut self) -> (Turn, Arc<EncodedResource>) {
+        let shared = self.shared.clone();
+        let mut state = shared.lock();
+        loop {
+            let flush = (state.flush_requested > state.flushed).then_some(state.flush_requested);
+            let now = Instant::now();
+            let turn = if flush.is_some() || state.shutting_down {
+                Some(Turn {
+                    batches: state.take_all(),
+                    flush,
+                    last: state.shutting_down,
+                })
+            } else if let Some(full) = state.take_full() {
+                Some(Turn::of(full))
+            } else if now >= self.next_send {
+                self.next_send = now + shared.limits.scheduled_delay;
+                Some(Turn::of(state.take_filling()))
+            } else {
+                None
+            };
+            if let Some(turn) = turn {
+                return (turn, state.resource.clone());
+            }
+            let wait = self.next_send.saturating_duration_since(now);
+            state = shared
+                .work
+                .wait_timeout(state, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Sends the batches one after the other; counts the spans of each that failed, and
+    /// returns the last failure.
+    fn send(&self, batches: Vec<EncodedBatch>, resource: &EncodedResource) -> Option<String> {
+        let mut failure = None;
+        for batch in batches.into_iter().filter(|batch| batch.spans() > 0) {
+            let spans = batch.spans() as u64;
+            let body = Bytes::from(batch.request(resource));
+            drop(batch);
+            let transport = self.transport.clone();
+            let timeout = self.shared.limits.export_timeout;
+            let exported = self.runtime.block_on(
+                self.runtime
+                    .spawn(async move { transport.export(body, timeout).await }),
+            );
+            let error = match exported {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => error.to_string(),
+                Err(task) => format!("the span export task did not finish: {task}"),
+            };
+            self.shared.lost.record(spans, &error);
+            failure = Some(error);
+        }
+        failure
+    }
+}
+
+impl Turn {
+    fn of(batch: EncodedBatch) -> Self {
+        Self {
+            batches: vec![batch],
+            flush: None,
+            last: false,
+        }
+    }
+}
