@@ -12,8 +12,7 @@ enum ApiTags {
 #[derive(Debug, Object)]
 pub struct HealthReply {
     pub status: String,
-    /// Telemetry lost since start: spans dropped at a full export queue or in a failed
-    /// export, and metric data points of failed exports.
+    /// Spans and metric points lost since start (a full export queue, a failed export).
     pub telemetry_export_failures: u64,
 }
 
