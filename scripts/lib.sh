@@ -25,6 +25,29 @@ answers() {
   python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" "$1" 2>/dev/null
 }
 
+# The machine's busy CPU share, in percent, over the next $1 seconds (/proc/stat).
+cpu_busy_percent() {
+  local label user nice system idle iowait irq softirq steal rest
+  read -r label user nice system idle iowait irq softirq steal rest </proc/stat
+  local total=$((user + nice + system + idle + iowait + irq + softirq + steal)) quiet=$((idle + iowait))
+  sleep "$1"
+  read -r label user nice system idle iowait irq softirq steal rest </proc/stat
+  total=$((user + nice + system + idle + iowait + irq + softirq + steal - total))
+  quiet=$((idle + iowait - quiet))
+  echo $(( total > 0 ? 100 * (total - quiet) / total : 0 ))
+}
+
+# Waits until the machine is below $1 % busy over a second, at most $2 seconds, and
+# prints the seconds waited: what one measured target leaves running (rotel's batches,
+# ClickHouse's inserts and merges) must not fall into the next one's window.
+settle() {
+  local limit=$1 max=$2 waited=0
+  while (( waited < max )) && (( $(cpu_busy_percent 1) >= limit )); do
+    waited=$((waited + 1))
+  done
+  echo "$waited"
+}
+
 wait_http() {
   local waited=0
   until answers "$1"; do
