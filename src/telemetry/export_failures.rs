@@ -51,7 +51,7 @@ impl FailureReporter {
                 lost = items,
                 total_lost = total,
                 error = %why,
-                "OTLP export failed; telemetry is being lost"
+                "telemetry lost on its way to the collector"
             );
         }
     }

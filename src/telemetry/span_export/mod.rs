@@ -298,6 +298,20 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delay_of_zero_sends_at_once() {
+        let at_once = BatchLimits {
+            scheduled_delay: Duration::ZERO,
+            ..limits()
+        };
+        let pipeline = pipeline(&[200], at_once).await;
+        pipeline.end(1);
+
+        pipeline.wait_for_requests(1).await;
+
+        assert_eq!(pipeline.spans_per_request(), [1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn beyond_the_queue_spans_are_dropped_and_counted() {
         let queue_of_two = BatchLimits {
             max_queue_size: 2,

@@ -35,6 +35,10 @@ use crate::telemetry::export_failures::{ExportFailures, FailureReporter};
 /// A flush waits at least this long for the worker, and at least one export's timeout.
 const MIN_FLUSH_WAIT: Duration = Duration::from_secs(5);
 
+/// The shortest wait between two timed sends: a configured delay of 0 means "as soon as
+/// possible", not a worker spinning on an empty queue.
+const MIN_DELAY: Duration = Duration::from_millis(1);
+
 /// A thread's encoding buffer is kept for its next span unless one span made it larger
 /// than this.
 const SCRATCH_KEPT: usize = 64 * 1024;
@@ -269,17 +273,19 @@ struct Worker {
     shared: Arc<Shared>,
     transport: Transport,
     runtime: Handle,
+    delay: Duration,
     next_send: Instant,
 }
 
 impl Worker {
     fn new(shared: Arc<Shared>, transport: Transport, runtime: Handle) -> Self {
-        let next_send = Instant::now() + shared.limits.scheduled_delay;
+        let delay = shared.limits.scheduled_delay.max(MIN_DELAY);
         Self {
             shared,
             transport,
             runtime,
-            next_send,
+            delay,
+            next_send: Instant::now() + delay,
         }
     }
 
@@ -318,7 +324,7 @@ impl Worker {
             } else if let Some(full) = state.take_full() {
                 Some(Turn::of(full))
             } else if now >= self.next_send {
-                self.next_send = now + shared.limits.scheduled_delay;
+                self.next_send = now + self.delay;
                 Some(Turn::of(state.take_filling()))
             } else {
                 None
