@@ -283,32 +283,21 @@ mod tests {
         assert_eq!(pipeline.spans_per_request(), [2, 2, 1]);
     }
 
+    /// A delay of 0 (floored at `MIN_DELAY` so the worker does not spin) still sends.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn waiting_spans_are_sent_after_the_delay() {
-        let soon = BatchLimits {
-            scheduled_delay: Duration::from_millis(50),
-            ..limits()
-        };
-        let pipeline = pipeline(&[200], soon).await;
-        pipeline.end(3);
+        for delay in [Duration::from_millis(50), Duration::ZERO] {
+            let soon = BatchLimits {
+                scheduled_delay: delay,
+                ..limits()
+            };
+            let pipeline = pipeline(&[200], soon).await;
+            pipeline.end(3);
 
-        pipeline.wait_for_requests(1).await;
+            pipeline.wait_for_requests(1).await;
 
-        assert_eq!(pipeline.spans_per_request(), [3]);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_delay_of_zero_sends_at_once() {
-        let at_once = BatchLimits {
-            scheduled_delay: Duration::ZERO,
-            ..limits()
-        };
-        let pipeline = pipeline(&[200], at_once).await;
-        pipeline.end(1);
-
-        pipeline.wait_for_requests(1).await;
-
-        assert_eq!(pipeline.spans_per_request(), [1]);
+            assert_eq!(pipeline.spans_per_request(), [3], "delay {delay:?}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
