@@ -70,7 +70,47 @@ mod tests {
     use super::transport::RETRIES;
     use super::*;
 
-    type Bodies = Arc<Mutex<Vec<Vec<u8>>>>;
+    /// The request bodies a scripted collector got.
+    #[derive(Clone, Default)]
+    struct Received(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl Received {
+        fn push(&self, body: Vec<u8>) {
+            self.0.lock().unwrap().push(body);
+        }
+
+        fn all(&self) -> Vec<Vec<u8>> {
+            self.0.lock().unwrap().clone()
+        }
+
+        /// The spans in each request.
+        fn spans_per_request(&self) -> Vec<usize> {
+            self.all()
+                .iter()
+                .map(|body| {
+                    let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+                    request.resource_spans[0]
+                        .scope_spans
+                        .iter()
+                        .map(|scope| scope.spans.len())
+                        .sum()
+                })
+                .collect()
+        }
+
+        async fn wait_for(&self, requests: usize) {
+            for _ in 0..500 {
+                if self.all().len() >= requests {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!(
+                "the collector got {} requests, not {requests}",
+                self.all().len()
+            );
+        }
+    }
 
     fn span(sampled: bool) -> SpanData {
         let flags = if sampled {
@@ -103,16 +143,16 @@ mod tests {
 
     /// An OTLP/HTTP collector that answers with `statuses` in turn (the last one
     /// repeated) and keeps every request body it got.
-    async fn collector(statuses: &'static [u16]) -> (String, Bodies) {
+    async fn collector(statuses: &'static [u16]) -> (String, Received) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
-        let bodies = Bodies::default();
-        let seen = bodies.clone();
+        let received = Received::default();
+        let seen = received.clone();
         tokio::spawn(async move {
             for turn in 0.. {
                 let (mut socket, _) = listener.accept().await.unwrap();
                 let body = read_request(&mut socket).await;
-                seen.lock().unwrap().push(body);
+                seen.push(body);
                 let status = statuses[turn.min(statuses.len() - 1)];
                 let answer = format!(
                     "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -120,7 +160,7 @@ mod tests {
                 socket.write_all(answer.as_bytes()).await.unwrap();
             }
         });
-        (url, bodies)
+        (url, received)
     }
 
     async fn read_request(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
@@ -154,18 +194,18 @@ mod tests {
 
     struct Pipeline {
         processor: Arc<EncodingSpanProcessor>,
-        bodies: Bodies,
+        received: Received,
         failures: ExportFailures,
     }
 
     async fn pipeline(statuses: &'static [u16], limits: BatchLimits) -> Pipeline {
-        let (url, bodies) = collector(statuses).await;
+        let (url, received) = collector(statuses).await;
         let failures = ExportFailures::default();
         let processor =
             span_processor(Destination::Http { url: &url }, limits, failures.clone()).unwrap();
         Pipeline {
             processor: Arc::new(processor),
-            bodies,
+            received,
             failures,
         }
     }
@@ -196,38 +236,6 @@ mod tests {
         async fn shutdown(&self) -> OTelSdkResult {
             self.blocking(|processor| processor.shutdown()).await
         }
-
-        fn bodies(&self) -> Vec<Vec<u8>> {
-            self.bodies.lock().unwrap().clone()
-        }
-
-        /// The spans in each request the collector got.
-        fn spans_per_request(&self) -> Vec<usize> {
-            self.bodies()
-                .iter()
-                .map(|body| {
-                    let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
-                    request.resource_spans[0]
-                        .scope_spans
-                        .iter()
-                        .map(|scope| scope.spans.len())
-                        .sum()
-                })
-                .collect()
-        }
-
-        async fn wait_for_requests(&self, count: usize) {
-            for _ in 0..500 {
-                if self.bodies().len() >= count {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            panic!(
-                "the collector got {} requests, not {count}",
-                self.bodies().len()
-            );
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,33 +246,27 @@ mod tests {
         let flushed = pipeline.flush().await;
 
         assert!(flushed.is_ok(), "{flushed:?}");
-        let bodies = pipeline.bodies();
+        let bodies = pipeline.received.all();
         assert_eq!(bodies.len(), 3);
         assert!(bodies.iter().all(|body| body == &bodies[0]));
-        assert_eq!(pipeline.spans_per_request()[0], 1);
+        assert_eq!(pipeline.received.spans_per_request()[0], 1);
         assert_eq!(pipeline.failures.get(), 0);
     }
 
+    /// A refusal (400) is not retried; a retryable answer (503) is, at most three times;
+    /// either way the export fails and its spans are counted lost.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_refusal_is_not_retried_and_its_spans_are_counted() {
-        let pipeline = pipeline(&[400], limits()).await;
-        pipeline.end(2);
+    async fn a_final_answer_ends_the_export_and_its_spans_are_counted() {
+        let cases: [(&'static [u16], usize); 2] = [(&[400], 1), (&[503], 1 + RETRIES as usize)];
+        for (statuses, attempts) in cases {
+            let pipeline = pipeline(statuses, limits()).await;
+            pipeline.end(2);
 
-        assert!(pipeline.flush().await.is_err());
+            assert!(pipeline.flush().await.is_err(), "{statuses:?}");
 
-        assert_eq!(pipeline.bodies().len(), 1);
-        assert_eq!(pipeline.failures.get(), 2);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn retries_stop_after_three() {
-        let pipeline = pipeline(&[503], limits()).await;
-        pipeline.end(1);
-
-        assert!(pipeline.flush().await.is_err());
-
-        assert_eq!(pipeline.bodies().len(), 1 + RETRIES as usize);
-        assert_eq!(pipeline.failures.get(), 1);
+            assert_eq!(pipeline.received.all().len(), attempts, "{statuses:?}");
+            assert_eq!(pipeline.failures.get(), 2, "{statuses:?}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,11 +278,11 @@ mod tests {
         let pipeline = pipeline(&[200], batch_of_two).await;
         pipeline.end(5);
 
-        pipeline.wait_for_requests(2).await;
+        pipeline.received.wait_for(2).await;
 
-        assert_eq!(pipeline.spans_per_request(), [2, 2]);
+        assert_eq!(pipeline.received.spans_per_request(), [2, 2]);
         pipeline.flush().await.unwrap();
-        assert_eq!(pipeline.spans_per_request(), [2, 2, 1]);
+        assert_eq!(pipeline.received.spans_per_request(), [2, 2, 1]);
     }
 
     /// A delay of 0 (floored at `MIN_DELAY` so the worker does not spin) still sends.
@@ -294,9 +296,13 @@ mod tests {
             let pipeline = pipeline(&[200], soon).await;
             pipeline.end(3);
 
-            pipeline.wait_for_requests(1).await;
+            pipeline.received.wait_for(1).await;
 
-            assert_eq!(pipeline.spans_per_request(), [3], "delay {delay:?}");
+            assert_eq!(
+                pipeline.received.spans_per_request(),
+                [3],
+                "delay {delay:?}"
+            );
         }
     }
 
@@ -311,7 +317,7 @@ mod tests {
 
         assert_eq!(pipeline.failures.get(), 3);
         pipeline.flush().await.unwrap();
-        assert_eq!(pipeline.spans_per_request(), [2]);
+        assert_eq!(pipeline.received.spans_per_request(), [2]);
         // Sent spans leave the queue: there is room again.
         pipeline.end(1);
         assert_eq!(pipeline.failures.get(), 3);
@@ -324,13 +330,31 @@ mod tests {
 
         pipeline.shutdown().await.unwrap();
 
-        assert_eq!(pipeline.spans_per_request(), [3]);
+        assert_eq!(pipeline.received.spans_per_request(), [3]);
         assert!(matches!(
             pipeline.shutdown().await,
             Err(OTelSdkError::AlreadyShutdown)
         ));
         pipeline.end(1);
         assert_eq!(pipeline.failures.get(), 1);
+    }
+
+    /// A processor dropped without a shutdown (its provider never built) still sends
+    /// what waits, and its worker ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_processor_sends_what_waits() {
+        let pipeline = pipeline(&[200], limits()).await;
+        pipeline.end(2);
+        let Pipeline {
+            processor,
+            received,
+            ..
+        } = pipeline;
+
+        drop(Arc::into_inner(processor).expect("the only owner"));
+
+        received.wait_for(1).await;
+        assert_eq!(received.spans_per_request(), [2]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,6 +365,6 @@ mod tests {
 
         pipeline.flush().await.unwrap();
 
-        assert_eq!(pipeline.spans_per_request(), [1]);
+        assert_eq!(pipeline.received.spans_per_request(), [1]);
     }
 }

@@ -132,15 +132,13 @@ impl SpanProcessor for EncodingSpanProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        let queued = SCRATCH.with_borrow_mut(|scratch| {
-            scratch.clear();
-            append_span(scratch, &span);
-            let queued = self.shared.enqueue(&span.instrumentation_scope, scratch);
-            if scratch.capacity() > SCRATCH_KEPT {
-                *scratch = Vec::new();
-            }
-            queued
-        });
+        // A span ending while its thread's locals are torn down gets a buffer of its own.
+        let queued = SCRATCH
+            .try_with(|scratch| {
+                self.shared
+                    .encode_and_enqueue(&mut scratch.borrow_mut(), &span)
+            })
+            .unwrap_or_else(|_| self.shared.encode_and_enqueue(&mut Vec::new(), &span));
         if let Err(refused) = queued {
             self.shared.lost.record(1, &refused);
         }
@@ -216,6 +214,16 @@ impl Drop for EncodingSpanProcessor {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn encode_and_enqueue(&self, scratch: &mut Vec<u8>, span: &SpanData) -> Result<(), Refused> {
+        scratch.clear();
+        append_span(scratch, span);
+        let queued = self.enqueue(&span.instrumentation_scope, scratch);
+        if scratch.capacity() > SCRATCH_KEPT {
+            *scratch = Vec::new();
+        }
+        queued
     }
 
     fn enqueue(&self, scope: &InstrumentationScope, encoded_span: &[u8]) -> Result<(), Refused> {
