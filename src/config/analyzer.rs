@@ -124,6 +124,10 @@ pub struct DetectorSettings {
     pub duplicate_surge_ratio: f64,
     /// A p95 latency at least this many times the baseline's is a regression.
     pub latency_regression_ratio: f64,
+    /// A p95 must also be at least this many milliseconds above the baseline's: under
+    /// it a large ratio of small numbers (7 ms to 30 ms) is nobody's problem, and it is
+    /// within what a busy machine adds to the service's own timing.
+    pub latency_regression_min_ms: f64,
     /// Significance level of the gradual-change test (Mann–Kendall on a subject's hourly
     /// failure share above its baseline's), before the Bonferroni split over subjects.
     pub trend_significance: f64,
@@ -148,6 +152,7 @@ impl Default for DetectorSettings {
             silence_min_hours: 3,
             duplicate_surge_ratio: 3.0,
             latency_regression_ratio: 2.0,
+            latency_regression_min_ms: 100.0,
             trend_significance: 0.01,
             trend_min_rise: 0.05,
             change_significance: 0.01,

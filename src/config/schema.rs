@@ -406,6 +406,11 @@ pub const SETTINGS: &[SettingDoc] = &[
         meaning: "p95 latency vs baseline that is a regression",
     },
     SettingDoc {
+        key: "detectors.latency_regression_min_ms",
+        default: "100.0",
+        meaning: "milliseconds a p95 must also rise above the baseline's to be a regression",
+    },
+    SettingDoc {
         key: "detectors.trend_significance",
         default: "0.01",
         meaning: "significance level of the gradual-change (Mann-Kendall) test, split over the subjects tested",

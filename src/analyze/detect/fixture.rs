@@ -460,6 +460,17 @@ fn add_baseline(facts: &mut DayFacts, hour: u32, v: &CellValues, attempts: u64) 
     }
 }
 
+/// `count` duplicates of a source in one hour of the day, none in the baseline.
+pub fn plant_duplicate_hour(facts: &mut DayFacts, source: &str, hour: u32, count: u64) {
+    let v = cell_values(source, "leads", "/", "");
+    facts.cells.day.push(Cell {
+        hour,
+        local_hour: hour,
+        values: rejected(v, Reason::Duplicate),
+        attempts: count,
+    });
+}
+
 /// Cells of a source's hours: `per_hour` attempts, `share(hour)` of them rejected on an
 /// invalid email; the baseline 7 days of 5 %.
 pub fn plant_hourly(facts: &mut DayFacts, source: &str, per_hour: u64, share: impl Fn(u32) -> f64) {

@@ -153,7 +153,7 @@ pub(super) fn duplicate_surge(facts: &DayFacts, t: &DetectorSettings) -> Vec<Fin
 
 /// The hours in which `source`'s duplicates stand out: the run of consecutive hours
 /// around the busiest one whose duplicates exceed twice what the baseline has at that
-/// clock hour (per baseline day, at least one). A source's usual duplicates come all day
+/// clock hour (per baseline day, at least one), bridging single ordinary hours. A source's usual duplicates come all day
 /// long, so its first and last duplicate would frame the whole day, not the surge.
 fn surge_window(facts: &DayFacts, source: &str) -> Option<(String, String)> {
     let is_duplicate_of_source =
@@ -183,11 +183,15 @@ fn surge_window(facts: &DayFacts, source: &str) -> Option<(String, String)> {
     let days = f64::from(facts.baseline.days_with_data.max(1));
     let elevated =
         |i: usize| today[i] as f64 > 2.0 * (baseline[local_hour[i]] as f64 / days).max(1.0);
+    // One ordinary hour between two elevated ones does not end the surge: a surge of a
+    // few duplicates an hour, drawn at random, has such hours.
+    let in_surge =
+        |i: usize| elevated(i) || (i > 0 && i + 1 < hours && elevated(i - 1) && elevated(i + 1));
     let peak = (0..hours)
         .filter(|&i| elevated(i))
         .max_by_key(|&i| today[i])?;
-    let first = (0..=peak).rev().take_while(|&i| elevated(i)).last()?;
-    let last = (peak..hours).take_while(|&i| elevated(i)).last()?;
+    let first = (0..=peak).rev().take_while(|&i| in_surge(i)).last()?;
+    let last = (peak..hours).take_while(|&i| in_surge(i)).last()?;
     Some((
         hour_start(facts, first as u32),
         hour_start(facts, last as u32 + 1),
@@ -243,7 +247,9 @@ fn surge(
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::{normal_day, plant_duplicates, plant_new_page};
+    use super::super::fixture::{
+        normal_day, plant_duplicate_hour, plant_duplicates, plant_new_page,
+    };
     use super::*;
 
     #[test]
@@ -276,5 +282,15 @@ mod tests {
         assert_eq!(found[0].subject.source.as_deref(), Some("web"));
         assert_eq!(found[0].severity, Severity::High);
         assert!(duplicate_surge(&normal_day(), &DetectorSettings::default()).is_empty());
+    }
+
+    #[test]
+    fn a_surge_window_spans_one_quiet_hour_but_not_two() {
+        let mut facts = normal_day();
+        for (hour, duplicates) in [(12, 9), (14, 6), (15, 5), (18, 7)] {
+            plant_duplicate_hour(&mut facts, "web", hour, duplicates);
+        }
+        let window = surge_window(&facts, "web").expect("a surge");
+        assert_eq!(window, (hour_start(&facts, 12), hour_start(&facts, 16)));
     }
 }

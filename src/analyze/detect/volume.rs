@@ -172,8 +172,8 @@ fn failure_rate_rise(
     )
 }
 
-/// LatencyRegression: p95 at least `latency_regression_ratio` times the baseline's,
-/// overall; per source only when the overall p95 did not regress (a downstream slowdown
+/// LatencyRegression: p95 at least `latency_regression_ratio` times the baseline's and
+/// `latency_regression_min_ms` above it, overall; per source only when the overall p95 did not regress (a downstream slowdown
 /// shows on every source and is one finding).
 pub(super) fn latency_regressions(facts: &DayFacts, t: &DetectorSettings) -> Vec<Finding> {
     let overall = facts.latency.overall.as_ref().and_then(|q| {
@@ -224,7 +224,8 @@ fn latency_regression(
         return None;
     }
     let change = ratio(p95_ms, baseline_p95_ms);
-    if change < t.latency_regression_ratio {
+    if change < t.latency_regression_ratio || p95_ms - baseline_p95_ms < t.latency_regression_min_ms
+    {
         return None;
     }
     let strong = change >= 2.0 * t.latency_regression_ratio;
@@ -351,5 +352,22 @@ mod tests {
         assert_eq!(found[0].subject, Subject::default());
         assert_eq!(found[0].severity, Severity::High);
         assert!(latency_regressions(&normal_day(), &settings()).is_empty());
+    }
+
+    /// A fast source several times slower is still fast: 7 ms to 50 ms is a ratio of 7
+    /// and no finding under the default floor of 100 ms; a lower floor makes it one.
+    #[test]
+    fn a_large_ratio_of_small_latencies_is_no_regression() {
+        let mut facts = normal_day();
+        facts.baseline.latency_p95_ms = Some(7.0);
+        if let Some(q) = facts.latency.overall.as_mut() {
+            q.p95_ms = 50.0;
+        }
+        assert!(latency_regressions(&facts, &settings()).is_empty());
+        let mut t = settings();
+        t.latency_regression_min_ms = 40.0;
+        let found = latency_regressions(&facts, &t);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].severity, Severity::High);
     }
 }
