@@ -93,6 +93,20 @@ struct RunArgs {
     /// disturbs far less than throughput.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Another process sharing the machine, as NAME=PID (repeatable): a collector, the
+    /// ClickHouse server. Its CPU time in the measured window is reported per request
+    /// beside the server's, the load generator's own and the whole machine's, so a
+    /// throughput ratio between two targets can be accounted for process by process.
+    #[arg(long = "peer-pid", value_parser = parse_peer)]
+    peer_pids: Vec<(String, u32)>,
+}
+
+fn parse_peer(text: &str) -> Result<(String, u32), String> {
+    let (name, pid) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PID, got {text:?}"))?;
+    let pid = pid.parse().map_err(|_| format!("not a pid: {pid:?}"))?;
+    Ok((name.to_owned(), pid))
 }
 
 #[derive(Parser)]
@@ -300,10 +314,13 @@ fn quantile(sorted: &[u64], q: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)] as f64
 }
 
-/// User + system CPU time of a process so far, from `/proc/<pid>/stat`.
-fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    // USER_HZ, the unit of these fields, is 100 on every mainstream Linux architecture.
-    const TICKS_PER_SECOND: f64 = 100.0;
+/// USER_HZ, the unit of `/proc`'s CPU times, is 100 on every mainstream Linux
+/// architecture (`scripts/bench` checks `getconf CLK_TCK`).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// User + system CPU time of a process so far (`self` for this one), from
+/// `/proc/<pid>/stat`.
+fn process_cpu_seconds(pid: &str) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may contain spaces: count fields after its ')'.
     let after_name = stat
@@ -319,6 +336,76 @@ fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     };
     // utime and stime are fields 14 and 15; the remainder starts at field 3.
     Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
+}
+
+/// CPU time the whole machine spent busy so far (every state of `/proc/stat`'s `cpu`
+/// line but idle and iowait), in seconds summed over the cores.
+fn machine_busy_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat
+        .lines()
+        .find(|line| line.starts_with("cpu "))
+        .ok_or_else(|| anyhow::anyhow!("no cpu line in /proc/stat"))?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: f64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(state, _)| !matches!(state, 3 | 4))
+        .map(|(_, t)| t)
+        .sum();
+    Ok(busy / TICKS_PER_SECOND)
+}
+
+/// The CPU clocks read at the start and the end of the measured window: the server's,
+/// the peers', this load generator's and the machine's.
+struct CpuClocks {
+    server: Option<f64>,
+    peers: BTreeMap<String, f64>,
+    loadgen: f64,
+    machine: f64,
+}
+
+impl CpuClocks {
+    fn read(args: &RunArgs) -> anyhow::Result<Self> {
+        let server = args
+            .server_pid
+            .map(|pid| process_cpu_seconds(&pid.to_string()))
+            .transpose()?;
+        let peers = args
+            .peer_pids
+            .iter()
+            .map(|(name, pid)| Ok((name.clone(), process_cpu_seconds(&pid.to_string())?)))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            server,
+            peers,
+            loadgen: process_cpu_seconds("self")?,
+            machine: machine_busy_seconds()?,
+        })
+    }
+
+    /// CPU µs per request of each clock between `start` and `self`.
+    fn per_request(&self, start: &Self, requests: u64) -> serde_json::Value {
+        let us = |seconds: f64| seconds * 1e6 / requests.max(1) as f64;
+        let peers: BTreeMap<&str, f64> = self
+            .peers
+            .iter()
+            .map(|(name, end)| (name.as_str(), us(end - start.peers[name])))
+            .collect();
+        json!({
+            "server_cpu_s": self.server.zip(start.server).map(|(end, start)| end - start),
+            "server_cpu_us_per_request": self.server.zip(start.server).map(|(end, start)| us(end - start)),
+            "peers_cpu_us_per_request": peers,
+            "loadgen_cpu_us_per_request": us(self.loadgen - start.loadgen),
+            "machine_cpu_us_per_request": us(self.machine - start.machine),
+        })
+    }
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -342,13 +429,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         pollers: Mutex::new(Vec::new()),
     });
     let end = start + warmup + measured;
-    let cpu_at_measuring_start = args.server_pid.map(|pid| {
-        let at = start + warmup;
+    let cpu_at_measuring_start = {
+        let (at, args) = (start + warmup, args.clone());
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            process_cpu_seconds(pid)
+            CpuClocks::read(&args)
         })
-    });
+    };
     let mut late = 0u64;
     if args.rate == 0 {
         let workers: Vec<_> = (0..args.concurrency)
@@ -397,10 +484,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
     }
     let elapsed = start.elapsed().saturating_sub(warmup).as_secs_f64();
-    let server_cpu_s = match (cpu_at_measuring_start, args.server_pid) {
-        (Some(before), Some(pid)) => Some(process_cpu_seconds(pid)? - before.await??),
-        _ => None,
-    };
+    let cpu_at_measuring_end = CpuClocks::read(&args)?;
+    let cpu_at_measuring_start = cpu_at_measuring_start.await??;
     let pollers = std::mem::take(&mut *shared.pollers.lock().await);
     for poll in pollers {
         let _ = poll.await;
@@ -418,7 +503,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ms = |q: f64| quantile(&tally.latencies_us, q) / 1000.0;
     let mut visibility = shared.visibility.lock().await.clone();
     visibility.sort_unstable();
-    let report = json!({
+    let mut report = json!({
         "mode": match args.mode { Mode::Get => "get", Mode::Lead => "lead", Mode::Flood => "flood" },
         "target_rate": args.rate,
         "duration_s": elapsed,
@@ -432,13 +517,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "p95_ms": ms(0.95),
         "p99_ms": ms(0.99),
         "max_ms": ms(1.0),
-        "server_cpu_s": server_cpu_s,
-        "server_cpu_us_per_request": server_cpu_s.map(|cpu| cpu * 1e6 / count.max(1) as f64),
         "visibility_samples": visibility.len(),
         "visibility_missing": shared.visibility_missing.load(Ordering::Relaxed),
         "visibility_p50_ms": quantile(&visibility, 0.50),
         "visibility_p95_ms": quantile(&visibility, 0.95),
     });
+    if let (Some(report), serde_json::Value::Object(cpu)) = (
+        report.as_object_mut(),
+        cpu_at_measuring_end.per_request(&cpu_at_measuring_start, count),
+    ) {
+        report.extend(cpu);
+    }
     println!("{report}");
     Ok(())
 }
