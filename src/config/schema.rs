@@ -153,7 +153,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "otel.max_export_batch_size",
         default: "512",
-        meaning: "spans (and log records) per export request; 512 cost the least CPU per request at saturation in the profile (docs/performance.md)",
+        meaning: "spans (and log records) per export batch; a batch that fills is sent at once, and batches waiting behind an export go together in one request of up to 2 MiB",
     },
     SettingDoc {
         key: "otel.scheduled_delay_ms",

@@ -117,29 +117,45 @@ impl EncodedBatch {
         self.scopes.iter().map(|group| group.spans.len()).sum()
     }
 
-    /// The `ExportTraceServiceRequest`: one `ResourceSpans` holding one `ScopeSpans` per
-    /// scope, written into a buffer allocated at its exact size.
-    pub fn request(&self, resource: &EncodedResource) -> Vec<u8> {
-        let group_lens: Vec<usize> = self.scopes.iter().map(ScopeSpans::len).collect();
-        let resource_spans_len = resource.resource_spans_prefix_len()
-            + group_lens
+    /// The size of this batch's `ResourceSpans` message: the resource, then one
+    /// `ScopeSpans` per scope.
+    fn resource_spans_len(&self, resource: &EncodedResource) -> usize {
+        resource.resource_spans_prefix_len()
+            + self
+                .scopes
                 .iter()
-                .map(|&len| message_len(2, len))
-                .sum::<usize>();
-        let mut out = Writer::with_capacity(message_len(1, resource_spans_len));
-        out.message_header(1, resource_spans_len);
+                .map(|group| message_len(2, group.len()))
+                .sum::<usize>()
+    }
+
+    fn write_resource_spans(&self, out: &mut Writer, resource: &EncodedResource) {
         out.message_header(1, resource.body.len());
         out.raw(&resource.body);
-        for (group, &len) in self.scopes.iter().zip(&group_lens) {
-            out.message_header(2, len);
+        for group in &self.scopes {
+            out.message_header(2, group.len());
             out.message_header(1, scope_len(&group.scope));
             out.scope(&group.scope);
             out.raw(&group.spans);
             out.string(3, group.scope.schema_url().unwrap_or_default());
         }
         out.string(3, &resource.schema_url);
-        out.into_inner()
     }
+}
+
+/// The `ExportTraceServiceRequest` of `batches`: one `ResourceSpans` per batch (a
+/// repeated field, so several batches are their requests one after the other), each
+/// holding one `ScopeSpans` per scope, written into a buffer allocated at its exact size.
+pub fn request(batches: &[EncodedBatch], resource: &EncodedResource) -> Vec<u8> {
+    let lens: Vec<usize> = batches
+        .iter()
+        .map(|batch| batch.resource_spans_len(resource))
+        .collect();
+    let mut out = Writer::with_capacity(lens.iter().map(|&len| message_len(1, len)).sum());
+    for (batch, &len) in batches.iter().zip(&lens) {
+        out.message_header(1, len);
+        batch.write_resource_spans(&mut out, resource);
+    }
+    out.into_inner()
 }
 
 impl ScopeSpans {
@@ -637,7 +653,10 @@ mod tests {
             batch.push(&span.instrumentation_scope, &scratch);
         }
         assert_eq!(batch.spans(), spans.len());
-        batch.request(&EncodedResource::new(resource))
+        request(
+            std::slice::from_ref(&batch),
+            &EncodedResource::new(resource),
+        )
     }
 
     #[test]
@@ -670,6 +689,36 @@ mod tests {
         let bytes = encoded(&spans, &resource);
         assert_eq!(bytes.len(), bytes.capacity());
         assert_eq!(bytes.len(), generic(&spans, &resource).encoded_len());
+    }
+
+    /// A backlog goes as one request of several batches: a `ResourceSpans` each, exactly
+    /// what each batch alone would send, in one buffer of the exact size.
+    #[test]
+    fn several_batches_make_one_request_of_their_resource_spans() {
+        let scope = InstrumentationScope::builder("lead-lab").build();
+        let first: Vec<SpanData> = (0..3).map(|i| span("a", &scope, i == 0)).collect();
+        let second = vec![span("b", &scope, true)];
+        let resource = resource();
+        let batch_of = |spans: &[SpanData]| {
+            let mut batch = EncodedBatch::default();
+            for span in spans {
+                let mut bytes = Vec::new();
+                append_span(&mut bytes, span);
+                batch.push(&span.instrumentation_scope, &bytes);
+            }
+            batch
+        };
+        let bytes = request(
+            &[batch_of(&first), batch_of(&second)],
+            &EncodedResource::new(&resource),
+        );
+        assert_eq!(bytes.len(), bytes.capacity());
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+        let expected: Vec<_> = [generic(&first, &resource), generic(&second, &resource)]
+            .into_iter()
+            .flat_map(|request| request.resource_spans)
+            .collect();
+        assert_eq!(decoded.resource_spans, expected);
     }
 
     #[test]

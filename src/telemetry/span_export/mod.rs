@@ -1,8 +1,8 @@
 //! The service's span pipeline to the collector, in place of the SDK's batch processor
 //! and `opentelemetry-otlp`'s exporter: each span is encoded into OTLP protobuf when it
 //! ends (`encode`), on the thread that ended it; the bytes wait in a bounded queue; one
-//! worker thread sends them in batches (`processor`) over gRPC or HTTP, resending the
-//! same bytes on a retry (`transport`).
+//! worker thread, with a tokio runtime of its own, sends them in batches (`processor`)
+//! over gRPC or HTTP, resending the same bytes on a retry (`transport`).
 //!
 //! `opentelemetry-otlp`'s exporter cloned the whole batch for every attempt, converted
 //! it into generated proto structs and let prost size every nested message again per
@@ -16,7 +16,7 @@ mod processor;
 mod transport;
 
 pub use processor::{BatchLimits, EncodingSpanProcessor};
-use transport::Transport;
+use transport::Target;
 pub use transport::TransportError;
 
 use super::ExportFailures;
@@ -38,18 +38,18 @@ pub enum SpanPipelineError {
     Thread(#[source] std::io::Error),
 }
 
-/// The processor sending to `destination`, its worker started. Must run inside a tokio
-/// runtime: the connections and the exports are tasks of it.
+/// The processor sending to `destination`, its worker thread started with a runtime of
+/// its own, so exports never wait behind the requests on the service's runtime.
 pub fn span_processor(
     destination: Destination<'_>,
     limits: BatchLimits,
     failures: ExportFailures,
 ) -> Result<EncodingSpanProcessor, SpanPipelineError> {
-    let transport = match destination {
-        Destination::Grpc { endpoint } => Transport::grpc(endpoint)?,
-        Destination::Http { url } => Transport::http(url)?,
+    let target = match destination {
+        Destination::Grpc { endpoint } => Target::grpc(endpoint)?,
+        Destination::Http { url } => Target::http(url),
     };
-    EncodingSpanProcessor::start(transport, limits, failures).map_err(SpanPipelineError::Thread)
+    EncodingSpanProcessor::start(target, limits, failures)
 }
 
 #[cfg(test)]
@@ -89,9 +89,10 @@ mod tests {
                 .iter()
                 .map(|body| {
                     let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
-                    request.resource_spans[0]
-                        .scope_spans
+                    request
+                        .resource_spans
                         .iter()
+                        .flat_map(|resource| &resource.scope_spans)
                         .map(|scope| scope.spans.len())
                         .sum()
                 })
@@ -99,15 +100,25 @@ mod tests {
         }
 
         async fn wait_for(&self, requests: usize) {
+            self.wait_until(|received| received.all().len() >= requests)
+                .await;
+        }
+
+        async fn wait_for_spans(&self, spans: usize) {
+            self.wait_until(|received| received.spans_per_request().iter().sum::<usize>() >= spans)
+                .await;
+        }
+
+        async fn wait_until(&self, done: impl Fn(&Self) -> bool) {
             for _ in 0..500 {
-                if self.all().len() >= requests {
+                if done(self) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             panic!(
-                "the collector got {} requests, not {requests}",
-                self.all().len()
+                "the collector got {:?} spans per request",
+                self.spans_per_request()
             );
         }
     }
@@ -217,8 +228,8 @@ mod tests {
             }
         }
 
-        /// Flushes or shuts down off the runtime's threads: both wait for the worker,
-        /// whose exports are tasks of the runtime.
+        /// Flushes or shuts down off the runtime's threads: both block until the worker
+        /// is done, and its exports go to the scripted collector on this runtime.
         async fn blocking(
             &self,
             call: fn(&EncodingSpanProcessor) -> OTelSdkResult,
@@ -278,11 +289,13 @@ mod tests {
         let pipeline = pipeline(&[200], batch_of_two).await;
         pipeline.end(5);
 
-        pipeline.received.wait_for(2).await;
+        pipeline.received.wait_for_spans(4).await;
 
-        assert_eq!(pipeline.received.spans_per_request(), [2, 2]);
+        // Two full batches, in one request or two (both waiting when the worker woke).
+        let sent = pipeline.received.spans_per_request();
+        assert!(sent == [2, 2] || sent == [4], "{sent:?}");
         pipeline.flush().await.unwrap();
-        assert_eq!(pipeline.received.spans_per_request(), [2, 2, 1]);
+        assert_eq!(pipeline.received.spans_per_request()[sent.len()..], [1]);
     }
 
     /// A delay of 0 (floored at `MIN_DELAY` so the worker does not spin) still sends.

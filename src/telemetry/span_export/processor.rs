@@ -1,6 +1,13 @@
 //! The span processor: encodes each span when it ends, on the thread that ended it,
 //! queues the bytes, and has one worker thread send them in batches.
 //!
+//! The worker drives its exports on a tokio runtime of its own (current-thread, on the
+//! worker thread). On the service's runtime an export task waited in the queues behind
+//! the requests it was recording: at saturation one 512-span batch at a time could not
+//! keep up, the queue filled and about half the spans were dropped (bench run
+//! `20261207T032409`). When batches wait, the worker also sends several in one request
+//! (up to [`MAX_REQUEST_BYTES`]), so a backlog costs fewer round trips, not more.
+//!
 //! The SDK's batch processor moves every `SpanData` (its attribute texts, events and
 //! links) through a channel to its thread, which frees them there. Freeing memory on a
 //! thread other than the one that allocated it sends mimalloc's blocks through its
@@ -12,7 +19,8 @@
 //! Limits are the batch processor's: at most `max_queue_size` spans wait (beyond it
 //! new ones are dropped and counted), a batch is sent when it holds
 //! `max_export_batch_size` spans or `scheduled_delay` after the last send, and a flush
-//! or the shutdown sends everything waiting.
+//! or the shutdown sends everything waiting. The spans in flight are at most one
+//! request's: what is taken from the queue for a request no longer counts against it.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -26,10 +34,11 @@ use opentelemetry::InstrumentationScope;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
-use tokio::runtime::Handle;
+use tokio::runtime::Runtime;
 
-use super::encode::{EncodedBatch, EncodedResource, append_span};
-use super::transport::Transport;
+use super::SpanPipelineError;
+use super::encode::{EncodedBatch, EncodedResource, append_span, request};
+use super::transport::{Target, Transport};
 use crate::telemetry::export_failures::{ExportFailures, FailureReporter};
 
 /// A flush waits at least this long for the worker, and at least one export's timeout.
@@ -38,6 +47,11 @@ const MIN_FLUSH_WAIT: Duration = Duration::from_secs(5);
 /// The shortest wait between two timed sends: a configured delay of 0 means "as soon as
 /// possible", not a worker spinning on an empty queue.
 const MIN_DELAY: Duration = Duration::from_millis(1);
+
+/// The most one export request carries when several batches wait (one batch alone may
+/// be larger): half the 4 MiB that gRPC receivers, the collectors' included, accept by
+/// default.
+const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
 /// A thread's encoding buffer is kept for its next span unless one span made it larger
 /// than this.
@@ -99,13 +113,12 @@ enum Refused {
 }
 
 impl EncodingSpanProcessor {
-    /// Starts the worker thread. Must run inside a tokio runtime: exports are tasks of
-    /// it (the transport's connections live there).
+    /// Starts the worker thread with its runtime, connected (lazily) to `target`.
     pub(super) fn start(
-        transport: Transport,
+        target: Target,
         limits: BatchLimits,
         failures: ExportFailures,
-    ) -> std::io::Result<Self> {
+    ) -> Result<Self, SpanPipelineError> {
         let shared = Arc::new(Shared {
             state: Mutex::default(),
             work: Condvar::new(),
@@ -113,15 +126,30 @@ impl EncodingSpanProcessor {
             limits,
             lost: FailureReporter::new("traces", failures),
         });
-        let runtime = Handle::current();
         let worker_shared = shared.clone();
+        let (ready, started) = std::sync::mpsc::sync_channel(1);
         let worker = std::thread::Builder::new()
             .name("lead-lab-span-export".into())
-            .spawn(move || Worker::new(worker_shared, transport, runtime).run())?;
-        Ok(Self {
-            shared,
-            worker: Mutex::new(Some(worker)),
-        })
+            .spawn(move || match Worker::new(worker_shared, target) {
+                Ok(worker) => {
+                    let _ = ready.send(Ok(()));
+                    worker.run();
+                }
+                Err(error) => {
+                    let _ = ready.send(Err(error));
+                }
+            })
+            .map_err(SpanPipelineError::Thread)?;
+        match started.recv() {
+            Ok(Ok(())) => Ok(Self {
+                shared,
+                worker: Mutex::new(Some(worker)),
+            }),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(SpanPipelineError::Thread(std::io::Error::other(
+                "the span export thread ended before it started",
+            ))),
+        }
     }
 }
 
@@ -256,10 +284,20 @@ impl State {
         batches
     }
 
-    fn take_full(&mut self) -> Option<EncodedBatch> {
-        let batch = self.full.pop_front()?;
-        self.queued -= batch.spans();
-        Some(batch)
+    /// The oldest full batches, as many as fit in one request (at least one).
+    fn take_full(&mut self) -> Vec<EncodedBatch> {
+        let mut taken: Vec<EncodedBatch> = Vec::new();
+        let mut bytes = 0;
+        while let Some(next) = self.full.front() {
+            if !taken.is_empty() && bytes + next.bytes() > MAX_REQUEST_BYTES {
+                break;
+            }
+            bytes += next.bytes();
+            let batch = self.full.pop_front().expect("just looked");
+            self.queued -= batch.spans();
+            taken.push(batch);
+        }
+        taken
     }
 
     fn take_filling(&mut self) -> EncodedBatch {
@@ -280,21 +318,31 @@ struct Turn {
 struct Worker {
     shared: Arc<Shared>,
     transport: Transport,
-    runtime: Handle,
+    runtime: Runtime,
     delay: Duration,
     next_send: Instant,
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>, transport: Transport, runtime: Handle) -> Self {
+    /// Builds the worker's runtime and connects inside it, so the connection's tasks
+    /// are driven by this thread's exports.
+    fn new(shared: Arc<Shared>, target: Target) -> Result<Self, SpanPipelineError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(SpanPipelineError::Thread)?;
+        let transport = {
+            let _inside = runtime.enter();
+            target.connect()?
+        };
         let delay = shared.limits.scheduled_delay.max(MIN_DELAY);
-        Self {
+        Ok(Self {
             shared,
             transport,
             runtime,
             delay,
             next_send: Instant::now() + delay,
-        }
+        })
     }
 
     fn run(mut self) {
@@ -329,11 +377,11 @@ impl Worker {
                     flush,
                     last: state.shutting_down,
                 })
-            } else if let Some(full) = state.take_full() {
-                Some(Turn::of(full))
+            } else if !state.full.is_empty() {
+                Some(Turn::of(state.take_full()))
             } else if now >= self.next_send {
                 self.next_send = now + self.delay;
-                Some(Turn::of(state.take_filling()))
+                Some(Turn::of(vec![state.take_filling()]))
             } else {
                 None
             };
@@ -349,38 +397,108 @@ impl Worker {
         }
     }
 
-    /// Sends the batches one after the other; counts the spans of each that failed, and
-    /// returns the last failure.
+    /// Sends the batches, as few requests as [`MAX_REQUEST_BYTES`] allows, one after
+    /// the other; counts the spans of each request that failed, and returns the last
+    /// failure.
     fn send(&self, batches: Vec<EncodedBatch>, resource: &EncodedResource) -> Option<String> {
         let mut failure = None;
-        for batch in batches.into_iter().filter(|batch| batch.spans() > 0) {
-            let spans = batch.spans() as u64;
-            let body = Bytes::from(batch.request(resource));
-            drop(batch);
-            let transport = self.transport.clone();
+        for batches in requests(batches) {
+            let spans: usize = batches.iter().map(EncodedBatch::spans).sum();
+            let body = Bytes::from(request(&batches, resource));
+            drop(batches);
             let timeout = self.shared.limits.export_timeout;
-            let exported = self.runtime.block_on(
-                self.runtime
-                    .spawn(async move { transport.export(body, timeout).await }),
-            );
-            let error = match exported {
-                Ok(Ok(())) => continue,
-                Ok(Err(error)) => error.to_string(),
-                Err(task) => format!("the span export task did not finish: {task}"),
-            };
-            self.shared.lost.record(spans, &error);
-            failure = Some(error);
+            if let Err(error) = self.runtime.block_on(self.transport.export(body, timeout)) {
+                let error = error.to_string();
+                self.shared.lost.record(spans as u64, &error);
+                failure = Some(error);
+            }
         }
         failure
     }
 }
 
+/// `batches` grouped into requests of at most [`MAX_REQUEST_BYTES`] (a larger batch
+/// alone), empty ones left out.
+fn requests(batches: Vec<EncodedBatch>) -> Vec<Vec<EncodedBatch>> {
+    let mut requests: Vec<Vec<EncodedBatch>> = Vec::new();
+    let mut bytes = 0;
+    for batch in batches.into_iter().filter(|batch| batch.spans() > 0) {
+        match requests.last_mut() {
+            Some(last) if bytes + batch.bytes() <= MAX_REQUEST_BYTES => {
+                bytes += batch.bytes();
+                last.push(batch);
+            }
+            _ => {
+                bytes = batch.bytes();
+                requests.push(vec![batch]);
+            }
+        }
+    }
+    requests
+}
+
 impl Turn {
-    fn of(batch: EncodedBatch) -> Self {
+    fn of(batches: Vec<EncodedBatch>) -> Self {
         Self {
-            batches: vec![batch],
+            batches,
             flush: None,
             last: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::InstrumentationScope;
+
+    use super::*;
+
+    fn batch(spans: usize, bytes_each: usize) -> EncodedBatch {
+        let scope = InstrumentationScope::builder("lead-lab").build();
+        let mut batch = EncodedBatch::default();
+        for _ in 0..spans {
+            batch.push(&scope, &vec![0; bytes_each]);
+        }
+        batch
+    }
+
+    fn spans_per_request(batches: Vec<EncodedBatch>) -> Vec<Vec<usize>> {
+        requests(batches)
+            .iter()
+            .map(|request| request.iter().map(EncodedBatch::spans).collect())
+            .collect()
+    }
+
+    #[test]
+    fn waiting_batches_share_requests_up_to_the_request_cap() {
+        let kib = 1024;
+        // Three batches of 0.75 MiB: two fit in 2 MiB, the third starts a request.
+        let quarter_mib_spans = |n| batch(n, 256 * kib);
+        assert_eq!(
+            spans_per_request(vec![
+                quarter_mib_spans(3),
+                quarter_mib_spans(3),
+                quarter_mib_spans(3)
+            ]),
+            [vec![3, 3], vec![3]]
+        );
+        // A batch over the cap goes alone; empty ones are not sent.
+        assert_eq!(
+            spans_per_request(vec![batch(1, 3 * 1024 * kib), batch(0, 0), batch(2, 10)]),
+            [vec![1], vec![2]]
+        );
+    }
+
+    #[test]
+    fn the_worker_takes_as_many_full_batches_as_one_request_holds() {
+        let mut state = State::default();
+        for _ in 0..3 {
+            state.queued += 3;
+            state.full.push_back(batch(3, 256 * 1024));
+        }
+        assert_eq!(state.take_full().len(), 2);
+        assert_eq!(state.queued, 3);
+        assert_eq!(state.take_full().len(), 1);
+        assert_eq!(state.queued, 0);
     }
 }

@@ -61,30 +61,48 @@ pub enum ExportError {
     Failed(String),
 }
 
-impl Transport {
-    /// The channel connects on first use, so a collector that starts later is fine.
-    /// No per-attempt timeouts: [`Transport::export`] bounds the whole export, retries
-    /// included.
+/// Where the spans go, checked but not yet connected: the connections are made inside
+/// the runtime that will drive them ([`Target::connect`]).
+#[derive(Debug)]
+pub(super) enum Target {
+    Grpc(Box<Endpoint>),
+    Http(Arc<str>),
+}
+
+impl Target {
     pub fn grpc(endpoint: &str) -> Result<Self, TransportError> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())
+        Endpoint::from_shared(endpoint.to_owned())
+            .map(|endpoint| Self::Grpc(Box::new(endpoint)))
             .map_err(|source| TransportError::Endpoint {
                 endpoint: endpoint.to_owned(),
                 source,
-            })?
-            .connect_lazy();
-        Ok(Self::Grpc(tonic::client::Grpc::new(channel)))
+            })
     }
 
-    pub fn http(url: &str) -> Result<Self, TransportError> {
-        let client = reqwest::Client::builder()
-            .build()
-            .map_err(TransportError::Client)?;
-        Ok(Self::Http {
-            client,
-            url: url.into(),
-        })
+    pub fn http(url: &str) -> Self {
+        Self::Http(url.into())
     }
 
+    /// Must run inside the tokio runtime that drives the exports: the gRPC channel's
+    /// tasks are spawned on it. The channel connects on first use, so a collector that
+    /// starts later is fine. No per-attempt timeouts: [`Transport::export`] bounds the
+    /// whole export, retries included.
+    pub fn connect(self) -> Result<Transport, TransportError> {
+        match self {
+            Self::Grpc(endpoint) => Ok(Transport::Grpc(tonic::client::Grpc::new(
+                endpoint.connect_lazy(),
+            ))),
+            Self::Http(url) => {
+                let client = reqwest::Client::builder()
+                    .build()
+                    .map_err(TransportError::Client)?;
+                Ok(Transport::Http { client, url })
+            }
+        }
+    }
+}
+
+impl Transport {
     /// The first attempt and up to [`RETRIES`] more, with the same bytes, while the
     /// collector's answer says a retry can help and `timeout` leaves room for the backoff.
     pub async fn export(&self, body: Bytes, timeout: Duration) -> Result<(), ExportError> {
