@@ -91,19 +91,25 @@ fn details(result: &ScenarioEval) -> String {
     text
 }
 
-/// `08:38–21:55` (UTC), or `none` for an incident that changed no attempt.
+/// `08:38–21:55` (UTC); for a silence the source's attempts around it; `none` for
+/// another incident that changed no attempt.
 fn evidence(incident: &IncidentScore) -> String {
     let clock = |t: &Option<String>| {
         t.as_deref()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.to_utc().format("%H:%M").to_string())
     };
-    match (
-        clock(&incident.evidence_start),
-        clock(&incident.evidence_end),
-    ) {
-        (Some(start), Some(end)) => format!("{start}–{end} UTC"),
-        _ => "none (label window used)".to_owned(),
+    let pair = |start: &Option<String>, end: &Option<String>| clock(start).zip(clock(end));
+    if let Some((start, end)) = pair(&incident.evidence_start, &incident.evidence_end) {
+        return format!("{start}–{end} UTC");
+    }
+    match pair(&incident.attempt_before, &incident.attempt_after) {
+        Some((before, after)) => {
+            format!(
+                "none; the source's attempts around it (or the day's ends) {before}, {after} UTC"
+            )
+        }
+        None => "none (label window used)".to_owned(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! finding is about, and the figures `lead-lab eval` reports (recall, precision,
 //! fragments per incident, window error).
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, DurationRound as _, NaiveDate, Utc};
 use serde::Serialize;
 
 use crate::analyze::{Finding, FindingKind, Severity};
@@ -23,6 +23,9 @@ pub struct Label {
     /// The first and last attempt the incident changed that day; absent when it changed
     /// none (it removed traffic).
     pub evidence: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// For a silence: the source's last attempt before it and first after it, cut to
+    /// the day (what the data can show of it).
+    pub around: Option<(DateTime<Utc>, DateTime<Utc>)>,
     pub source: Option<String>,
     pub page: Option<String>,
     pub field: Option<String>,
@@ -48,6 +51,12 @@ impl Label {
             start,
             end,
             evidence: evidence.span_within(start, end),
+            around: evidence.around().map(|(before, after)| {
+                (
+                    before.map_or(day_start, |at| at.max(day_start)),
+                    after.map_or(day_end, |at| at.min(day_end)),
+                )
+            }),
             source: incident.source.clone(),
             page: incident.page.clone(),
             field: incident.field.clone(),
@@ -55,10 +64,26 @@ impl Label {
         })
     }
 
-    /// What the window error is measured against: the evidence window, or the clock
-    /// window of an incident that changed no attempt.
-    pub fn observable(&self) -> (DateTime<Utc>, DateTime<Utc>) {
-        self.evidence.unwrap_or((self.start, self.end))
+    /// What the window error is measured against: the starts and the ends a finding's
+    /// window may have without error. For most incidents one of each: the evidence's
+    /// first and last attempt, or the clock window of an incident that changed none.
+    /// For a silence, any start from the hour of the source's last attempt before it
+    /// (or the day's start) to the silence's start, and any end from the silence's end
+    /// to the end of the hour of its first attempt after: in between the data shows no
+    /// difference — a small source at night sends nothing whether or not its page is
+    /// down — and the facts are hourly.
+    pub fn observable(&self) -> Observable {
+        if let Some((before, after)) = self.around {
+            return Observable {
+                starts: (floor_hour(before).min(self.start), self.start),
+                ends: (self.end, ceil_hour(after).max(self.end)),
+            };
+        }
+        let (start, end) = self.evidence.unwrap_or((self.start, self.end));
+        Observable {
+            starts: (start, start),
+            ends: (end, end),
+        }
     }
 
     /// `kind source=… page=…`, for tables.
@@ -188,11 +213,18 @@ pub struct IncidentScore {
     pub start: String,
     pub end: String,
     /// The first and last attempt the incident changed that day (absent when it
-    /// changed none: then the window error is measured against `start`..`end`).
+    /// changed none: then the window error is measured against `start`..`end`, or for
+    /// a silence against the attempts around it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence_start: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence_end: Option<String>,
+    /// A silence's source: its last attempt before the silence and its first after,
+    /// cut to the day ([`Label::observable`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt_before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt_after: Option<String>,
     pub found: bool,
     /// Findings counted for this incident (1 is the target; more are fragments). A
     /// finding that could be about several incidents counts for one (see `owner`).
@@ -344,14 +376,52 @@ fn shared_subject(finding: &Finding, label: &Label) -> usize {
         + usize::from(client_source.is_some())
 }
 
+/// The starts and the ends a window may have (each a closed range) to match an incident.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observable {
+    pub starts: (DateTime<Utc>, DateTime<Utc>),
+    pub ends: (DateTime<Utc>, DateTime<Utc>),
+}
+
+impl From<(DateTime<Utc>, DateTime<Utc>)> for Observable {
+    fn from((start, end): (DateTime<Utc>, DateTime<Utc>)) -> Self {
+        Self {
+            starts: (start, start),
+            ends: (end, end),
+        }
+    }
+}
+
+fn floor_hour(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(chrono::Duration::hours(1)).unwrap_or(at)
+}
+
+fn ceil_hour(at: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = floor_hour(at);
+    if floor == at {
+        at
+    } else {
+        floor + chrono::Duration::hours(1)
+    }
+}
+
 /// Of the findings that state a window, the closest one's larger distance (start or
-/// end) from `window`, in minutes.
-fn window_error(owned: &[&Finding], window: (DateTime<Utc>, DateTime<Utc>)) -> Option<f64> {
+/// end) from what `observable` allows, in minutes.
+fn window_error(owned: &[&Finding], observable: Observable) -> Option<f64> {
     let minutes = |d: chrono::Duration| d.num_seconds().abs() as f64 / 60.0;
+    let outside = |at: DateTime<Utc>, (low, high): (DateTime<Utc>, DateTime<Utc>)| {
+        if at < low {
+            minutes(low - at)
+        } else if at > high {
+            minutes(at - high)
+        } else {
+            0.0
+        }
+    };
     owned
         .iter()
         .filter_map(|f| window_of(f))
-        .map(|(start, end)| minutes(start - window.0).max(minutes(end - window.1)))
+        .map(|(start, end)| outside(start, observable.starts).max(outside(end, observable.ends)))
         .reduce(f64::min)
 }
 
@@ -376,10 +446,12 @@ fn score_incident(label: &Label, owned: &[&Finding]) -> IncidentScore {
         end: label.end.to_rfc3339(),
         evidence_start: label.evidence.map(|e| shown(e.0)),
         evidence_end: label.evidence.map(|e| shown(e.1)),
+        attempt_before: label.around.map(|a| shown(a.0)),
+        attempt_after: label.around.map(|a| shown(a.1)),
         found: !owned.is_empty(),
         findings: owned.len(),
         window_error_minutes,
-        label_window_error_minutes: window_error(owned, (label.start, label.end)),
+        label_window_error_minutes: window_error(owned, (label.start, label.end).into()),
         matched: owned
             .iter()
             .map(|f| format!("{} {:?} {}", f.kind.as_str(), f.severity, subject_text(f)))
@@ -445,6 +517,7 @@ mod tests {
             start: at(from, 0),
             end: at(to, 0),
             evidence: None,
+            around: None,
             source: source.map(str::to_owned),
             page: None,
             field: None,
@@ -595,6 +668,33 @@ mod tests {
         assert_eq!(silent.label_window_error_minutes, Some(5.0));
         assert_eq!(score.max_window_error_minutes, Some(5.0));
         assert_eq!(score.max_label_window_error_minutes, Some(160.0));
+    }
+
+    /// A silence labelled 06:00–18:00 of a source whose last attempt before it came at
+    /// 04:40 and first after it at 18:10: any start from 04:00 to 06:00 and any end
+    /// from 18:00 to 19:00 is what the hourly data can show.
+    #[test]
+    fn a_silence_is_measured_against_the_attempts_around_it() {
+        let mut silent = label(IncidentKind::SourceSilent, Some("quiz"), 6, 18);
+        silent.around = Some((at(4, 40), at(18, 10)));
+        let window_error = |from: (u32, u32), to: (u32, u32)| {
+            let mut gap = finding(FindingKind::SilentSource, Severity::High, None);
+            gap.subject.source = Some("quiz".into());
+            gap.window = Some((at(from.0, from.1).to_rfc3339(), at(to.0, to.1).to_rfc3339()));
+            let score = score(&[DayResult {
+                day: silent.day,
+                labels: vec![silent.clone()],
+                findings: vec![gap],
+            }]);
+            let incident = &score.incidents[0];
+            (
+                incident.window_error_minutes,
+                incident.label_window_error_minutes,
+            )
+        };
+        assert_eq!(window_error((5, 0), (18, 0)), (Some(0.0), Some(60.0)));
+        assert_eq!(window_error((4, 0), (19, 0)), (Some(0.0), Some(120.0)));
+        assert_eq!(window_error((3, 0), (19, 30)), (Some(60.0), Some(180.0)));
     }
 
     #[test]

@@ -143,11 +143,21 @@ const UTM_SOURCES: [&str; 4] = ["google", "newsletter", "linkedin", "partner"];
 /// re-routed, doubled, burst, or (for a CRM outage) delivered into it: the data's own
 /// evidence of the incident, which the scorer measures windows against. Retries (sent
 /// only when a first try fails, within two minutes of it) are not counted. Incidents that
-/// remove traffic (source_silent) change no attempt and have none.
+/// remove traffic (source_silent) change no attempt; their evidence is the source's
+/// attempts around them (`around`).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Evidence(Vec<DateTime<Utc>>);
+pub struct Evidence(Vec<DateTime<Utc>>, Around);
+
+/// A silence's neighbours: the source's last attempt before it and its first after it,
+/// when there are any. Between them the data cannot tell where the silence began or
+/// ended: a small source at night sends nothing either way.
+pub type Around = Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)>;
 
 impl Evidence {
+    pub fn around(&self) -> Around {
+        self.1
+    }
+
     /// The first and last changed attempt in [start, end).
     pub fn span_within(
         &self,
@@ -210,12 +220,42 @@ pub fn plan(scenario: &Scenario, span: Span, seed: u64) -> Plan {
     let evidence = planner
         .evidence
         .into_iter()
-        .map(|mut times| {
+        .zip(&planner.windows)
+        .map(|(mut times, window)| {
             times.sort();
-            Evidence(times)
+            let around = (window.incident.kind == IncidentKind::SourceSilent)
+                .then(|| attempts_around(&requests, window));
+            Evidence(times, around)
         })
         .collect();
     Plan { requests, evidence }
+}
+
+/// The last attempt of the silenced source (every source, when the incident names none)
+/// before `window` and its first after it, in `requests` (ordered by time).
+fn attempts_around(
+    requests: &[Planned],
+    window: &Window<'_>,
+) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let of_source = |p: &&Planned| {
+        window
+            .incident
+            .source
+            .as_deref()
+            .is_none_or(|s| s == p.source)
+    };
+    let before = requests
+        .iter()
+        .filter(of_source)
+        .take_while(|p| p.at < window.start)
+        .last()
+        .map(|p| p.at);
+    let after = requests
+        .iter()
+        .filter(of_source)
+        .find(|p| p.at >= window.end)
+        .map(|p| p.at);
+    (before, after)
 }
 
 impl<'a> Planner<'a> {

@@ -433,6 +433,7 @@ fn add_day(
             local_hour: hour,
             values,
             attempts: n,
+            span: None,
         });
     }
     cells.failures.push(Cell {
@@ -456,6 +457,7 @@ fn add_baseline(facts: &mut DayFacts, hour: u32, v: &CellValues, attempts: u64) 
             local_hour: hour,
             values,
             attempts: n,
+            span: None,
         });
     }
 }
@@ -468,6 +470,7 @@ pub fn plant_duplicate_hour(facts: &mut DayFacts, source: &str, hour: u32, count
         local_hour: hour,
         values: rejected(v, Reason::Duplicate),
         attempts: count,
+        span: None,
     });
 }
 

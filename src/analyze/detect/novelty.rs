@@ -106,14 +106,15 @@ fn new_entry(
 }
 
 /// DuplicateSurge: duplicates of a source at least `duplicate_surge_ratio` times its
-/// baseline daily mean (scaled to the elapsed day, at least 1), beyond Poisson noise and
+/// baseline daily mean (scaled to the elapsed day and the day's level — a Sunday's
+/// traffic makes a Sunday's duplicates —, at least 1), beyond Poisson noise and
 /// `MIN_SURGE_DUPLICATES`. Checked per source first — one source's surge drowns in the
 /// day's total when other sources carry their usual duplicates — then over all sources.
 pub(super) fn duplicate_surge(facts: &DayFacts, t: &DetectorSettings) -> Vec<Finding> {
     if facts.baseline.days_with_data == 0 {
         return Vec::new();
     }
-    let elapsed = facts.elapsed_fraction();
+    let elapsed = facts.elapsed_fraction() * super::volume::day_level(facts, t).ratio;
     let per_source: Vec<Finding> = facts
         .source_reasons
         .iter()
@@ -153,8 +154,10 @@ pub(super) fn duplicate_surge(facts: &DayFacts, t: &DetectorSettings) -> Vec<Fin
 
 /// The hours in which `source`'s duplicates stand out: the run of consecutive hours
 /// around the busiest one whose duplicates exceed twice what the baseline has at that
-/// clock hour (per baseline day, at least one), bridging single ordinary hours. A source's usual duplicates come all day
-/// long, so its first and last duplicate would frame the whole day, not the surge.
+/// clock hour (per baseline day, at least one), bridging single ordinary hours, from the
+/// first duplicate of its first hour to the last of its last. A source's usual
+/// duplicates come all day long, so its first and last duplicate of the day would frame
+/// the whole day, not the surge.
 fn surge_window(facts: &DayFacts, source: &str) -> Option<(String, String)> {
     let is_duplicate_of_source =
         |c: &Cell| c.values.source == source && c.values.reason == Reason::Duplicate.as_str();
@@ -192,9 +195,27 @@ fn surge_window(facts: &DayFacts, source: &str) -> Option<(String, String)> {
         .max_by_key(|&i| today[i])?;
     let first = (0..=peak).rev().take_while(|&i| in_surge(i)).last()?;
     let last = (peak..hours).take_while(|&i| in_surge(i)).last()?;
+    let spans_in = |hour: usize| {
+        facts
+            .cells
+            .day
+            .iter()
+            .filter(move |c| c.hour as usize == hour && is_duplicate_of_source(c))
+            .filter_map(|c| c.span.as_ref())
+    };
+    // Compared as instants: the offset shown changes within a day that changes clocks.
+    let instant = |shown: &&String| chrono::DateTime::parse_from_rfc3339(shown).ok();
+    let start = spans_in(first)
+        .map(|(start, _)| start)
+        .min_by_key(instant)
+        .cloned();
+    let end = spans_in(last)
+        .map(|(_, end)| end)
+        .max_by_key(instant)
+        .cloned();
     Some((
-        hour_start(facts, first as u32),
-        hour_start(facts, last as u32 + 1),
+        start.unwrap_or_else(|| hour_start(facts, first as u32)),
+        end.unwrap_or_else(|| hour_start(facts, last as u32 + 1)),
     ))
 }
 
@@ -292,5 +313,25 @@ mod tests {
         }
         let window = surge_window(&facts, "web").expect("a surge");
         assert_eq!(window, (hour_start(&facts, 12), hour_start(&facts, 16)));
+    }
+
+    /// The window runs from the first duplicate of its first hour to the last of its
+    /// last, not from hour to hour.
+    #[test]
+    fn a_surge_window_is_cut_to_its_first_and_last_duplicate() {
+        let mut facts = normal_day();
+        let at = |hour: u32, minute: u32| {
+            let start = chrono::DateTime::parse_from_rfc3339(&hour_start(&facts, hour)).unwrap();
+            (start + chrono::Duration::minutes(i64::from(minute))).to_rfc3339()
+        };
+        let spans = [(12, 9, (18, 50)), (13, 8, (2, 58)), (14, 6, (0, 41))];
+        let spans = spans
+            .map(|(hour, count, (first, last))| (hour, count, (at(hour, first), at(hour, last))));
+        for (hour, count, span) in spans.clone() {
+            plant_duplicate_hour(&mut facts, "web", hour, count);
+            facts.cells.day.last_mut().unwrap().span = Some(span);
+        }
+        let window = surge_window(&facts, "web").expect("a surge");
+        assert_eq!(window, (spans[0].2.0.clone(), spans[2].2.1.clone()));
     }
 }

@@ -18,10 +18,16 @@ fn today_and_baseline(facts: &DayFacts, dimension: Dimension) -> (&[Breakdown], 
     }
 }
 
+/// Sources that must have a baseline of at least `min_attempts` for their median to
+/// set the day's level.
+const MIN_LEVEL_SOURCES: usize = 3;
+
 /// VolumeDrop / VolumeSpike per source and endpoint against the baseline mean, scaled to
-/// the elapsed part of the day.
+/// the elapsed part of the day and to the day's level ([`day_level`]); and over all
+/// sources together when the level itself dropped or spiked.
 pub(super) fn volume_changes(facts: &DayFacts, t: &DetectorSettings) -> Vec<Finding> {
-    [Dimension::Source, Dimension::Endpoint]
+    let level = day_level(facts, t);
+    let mut found: Vec<Finding> = [Dimension::Source, Dimension::Endpoint]
         .into_iter()
         .flat_map(|dimension| {
             let (today, baseline) = today_and_baseline(facts, dimension);
@@ -39,22 +45,106 @@ pub(super) fn volume_changes(facts: &DayFacts, t: &DetectorSettings) -> Vec<Find
                         .find(|b| &b.name == name)
                         .map_or(0, |b| b.attempts);
                     let base = baseline.iter().find(|b| &b.name == name)?;
-                    volume_change(facts, t, dimension, name, attempts, base)
+                    let expected =
+                        base.mean_attempts_per_day * facts.elapsed_fraction() * level.ratio;
+                    volume_change(
+                        facts,
+                        t,
+                        Some((dimension, name)),
+                        attempts,
+                        expected,
+                        base.mean_attempts_per_day,
+                    )
                 })
                 .collect::<Vec<_>>()
         })
-        .collect()
+        .collect();
+    // The day as a whole: when the median source moved, and the total with it.
+    let drop_below = 1.0 - t.volume_change_ratio;
+    let spike_above = (1.0 + t.volume_change_ratio) * 2.0;
+    if level.sources >= MIN_LEVEL_SOURCES && (level.ratio < drop_below || level.ratio > spike_above)
+    {
+        let attempts = facts.by_source.iter().map(|b| b.attempts).sum();
+        let mean: f64 = facts
+            .baseline
+            .by_source
+            .iter()
+            .map(|b| b.mean_attempts_per_day)
+            .sum();
+        found.extend(volume_change(
+            facts,
+            t,
+            None,
+            attempts,
+            mean * facts.elapsed_fraction(),
+            mean,
+        ));
+    }
+    found
 }
 
+/// Where the day's traffic stands against the baseline as a whole.
+pub(super) struct DayLevel {
+    /// The median of today's attempts over the expected ones, per source.
+    pub(super) ratio: f64,
+    /// The sources it was taken over (0: too few, and the ratio is 1).
+    pub(super) sources: usize,
+}
+
+/// The day's level: the median, over the sources whose baseline expects at least
+/// `min_attempts` by now, of their attempts over the expected. A weekend, a holiday or a
+/// campaign moves every source together — a baseline of mostly weekdays expects twice a
+/// Sunday's traffic of every source — while one source's problem moves that source: a
+/// source or endpoint is judged against the baseline at the day's level, so a Sunday is
+/// not a drop of everything (the day as a whole is judged by its level). With fewer
+/// than [`MIN_LEVEL_SOURCES`] such sources the median says little, and the level is 1.
+pub(super) fn day_level(facts: &DayFacts, t: &DetectorSettings) -> DayLevel {
+    let mut ratios: Vec<f64> = facts
+        .baseline
+        .by_source
+        .iter()
+        .filter(|b| !b.name.is_empty())
+        .filter_map(|b| {
+            let expected = b.mean_attempts_per_day * facts.elapsed_fraction();
+            (expected >= t.min_attempts as f64).then(|| {
+                let today = facts
+                    .by_source
+                    .iter()
+                    .find(|s| s.name == b.name)
+                    .map_or(0, |s| s.attempts);
+                today as f64 / expected
+            })
+        })
+        .collect();
+    if ratios.len() < MIN_LEVEL_SOURCES {
+        return DayLevel {
+            ratio: 1.0,
+            sources: 0,
+        };
+    }
+    ratios.sort_by(f64::total_cmp);
+    let middle = ratios.len() / 2;
+    let ratio = if ratios.len().is_multiple_of(2) {
+        (ratios[middle - 1] + ratios[middle]) / 2.0
+    } else {
+        ratios[middle]
+    };
+    DayLevel {
+        ratio,
+        sources: ratios.len(),
+    }
+}
+
+/// `scope` is a source or an endpoint, or all sources together (None).
 fn volume_change(
     facts: &DayFacts,
     t: &DetectorSettings,
-    dimension: Dimension,
-    name: &str,
+    scope: Option<(Dimension, &str)>,
     attempts: u64,
-    base: &BaselineVolume,
+    expected: f64,
+    baseline_mean_per_day: f64,
 ) -> Option<Finding> {
-    let expected = round_to(base.mean_attempts_per_day * facts.elapsed_fraction(), 2);
+    let expected = round_to(expected, 2);
     if expected < t.min_attempts as f64 {
         return None;
     }
@@ -74,15 +164,21 @@ fn volume_change(
     } else {
         return None;
     };
-    let label = dimension.as_str();
+    let (subject, label) = match scope {
+        Some((dimension, name)) => (
+            subject_of(dimension, name),
+            format!("{} {name}", dimension.as_str()),
+        ),
+        None => (Subject::default(), "all sources together".to_owned()),
+    };
     Some(
         Draft {
             kind,
-            subject: subject_of(dimension, name),
+            subject,
             severity,
             confidence: confidence(expected, 4.0 * t.min_attempts as f64, Some(facts.baseline.days_with_data)),
             summary: format!(
-                "{label} {name} had {} attempts, {word} than the {} expected from its baseline (ratio {}).",
+                "{label} had {} attempts, {word} than the {} expected from the baseline (ratio {}).",
                 num(today),
                 num(expected),
                 num(change)
@@ -90,7 +186,7 @@ fn volume_change(
             evidence: vec![
                 ("attempts", today),
                 ("expected_attempts", expected),
-                ("baseline_mean_per_day", base.mean_attempts_per_day),
+                ("baseline_mean_per_day", baseline_mean_per_day),
                 ("ratio", change),
             ],
             window: None,
@@ -292,6 +388,50 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:#?}");
         assert_eq!(found[0].kind, FindingKind::VolumeSpike);
         assert_eq!(found[0].subject.source.as_deref(), Some("partner"));
+    }
+
+    /// Every source at `share` of its baseline, the endpoints alike.
+    fn a_day_at(share: f64) -> DayFacts {
+        let mut facts = normal_day();
+        for b in facts
+            .by_source
+            .iter_mut()
+            .chain(facts.by_endpoint.iter_mut())
+        {
+            b.attempts = (b.attempts as f64 * share).round() as u64;
+        }
+        facts
+    }
+
+    /// A Sunday at 55 % of a baseline of mostly weekdays: no source, no endpoint and
+    /// not the day dropped.
+    #[test]
+    fn a_quiet_day_of_every_source_is_no_drop() {
+        assert!(volume_changes(&a_day_at(0.55), &settings()).is_empty());
+    }
+
+    #[test]
+    fn every_source_at_a_third_is_one_drop_of_the_whole_day() {
+        let found = volume_changes(&a_day_at(0.3), &settings());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].kind, FindingKind::VolumeDrop);
+        assert_eq!(found[0].subject, Subject::default());
+        assert_eq!(found[0].evidence["attempts"], 240.0);
+    }
+
+    /// On a quiet day a source is judged at the day's level: 20 % of its baseline when
+    /// the others are at 55 % is a drop, though not below a fifth of the baseline.
+    #[test]
+    fn a_sources_drop_on_a_quiet_day_is_measured_against_the_day() {
+        let mut facts = a_day_at(0.55);
+        set_source_attempts(&mut facts, "quiz", 44, 2);
+        let found = volume_changes(&facts, &settings());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].kind, FindingKind::VolumeDrop);
+        assert_eq!(found[0].subject.source.as_deref(), Some("quiz"));
+        let expected = found[0].evidence["expected_attempts"];
+        let baseline = found[0].evidence["baseline_mean_per_day"];
+        assert!((0.5..0.6).contains(&(expected / baseline)), "{found:#?}");
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct Cell {
     pub local_hour: u32,
     pub values: CellValues,
     pub attempts: u64,
+    /// The first and last of these attempts, as the facts show instants: the day's
+    /// cells only, so a window found in whole hours can be cut to its attempts.
+    pub span: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -90,6 +93,7 @@ pub(super) fn cells(
                     field: r.field.clone(),
                 },
                 attempts: r.attempts,
+                span: Some((clock.show_millis(r.first_ms), clock.show_millis(r.last_ms))),
             })
         })
         .collect();
@@ -108,6 +112,7 @@ pub(super) fn cells(
                 ..CellValues::default()
             },
             attempts: r.attempts,
+            span: None,
         })
         .collect();
     let failures = groups

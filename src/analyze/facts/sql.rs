@@ -431,6 +431,8 @@ pub(super) struct HourCellRow {
     pub(super) reason: String,
     pub(super) field: String,
     pub(super) attempts: u64,
+    pub(super) first_ms: i64,
+    pub(super) last_ms: i64,
 }
 
 pub(super) async fn fetch_hour_cells(
@@ -442,7 +444,9 @@ pub(super) async fn fetch_hour_cells(
         "SELECT toInt64(intDiv(toUnixTimestamp64Milli(event_time) - {}, 3600000)) AS hour_index, \
          toString(source) AS source, toString(endpoint) AS endpoint, toString(page) AS page, \
          toString(form_id) AS form_id, toString(outcome) AS outcome, toString(reason) AS reason, \
-         toString(field) AS field, toUInt64(count()) AS attempts \
+         toString(field) AS field, toUInt64(count()) AS attempts, \
+         toInt64(min(toUnixTimestamp64Milli(event_time))) AS first_ms, \
+         toInt64(max(toUnixTimestamp64Milli(event_time))) AS last_ms \
          FROM lead_submissions WHERE {{filter}} \
          GROUP BY hour_index, source, endpoint, page, form_id, outcome, reason, field",
         day_start.timestamp_millis()
