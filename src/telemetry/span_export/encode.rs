@@ -642,9 +642,8 @@ mod tests {
         }
     }
 
-    /// The spans encoded one by one, as the processor does at their end, then sent as one
-    /// request.
-    fn encoded(spans: &[SpanData], resource: &Resource) -> Vec<u8> {
+    /// The spans encoded one by one, as the processor does at their end.
+    fn batch_of(spans: &[SpanData]) -> EncodedBatch {
         let mut batch = EncodedBatch::default();
         let mut scratch = Vec::new();
         for span in spans {
@@ -653,10 +652,12 @@ mod tests {
             batch.push(&span.instrumentation_scope, &scratch);
         }
         assert_eq!(batch.spans(), spans.len());
-        request(
-            std::slice::from_ref(&batch),
-            &EncodedResource::new(resource),
-        )
+        batch
+    }
+
+    /// The spans' batch sent as one request.
+    fn encoded(spans: &[SpanData], resource: &Resource) -> Vec<u8> {
+        request(&[batch_of(spans)], &EncodedResource::new(resource))
     }
 
     #[test]
@@ -699,15 +700,6 @@ mod tests {
         let first: Vec<SpanData> = (0..3).map(|i| span("a", &scope, i == 0)).collect();
         let second = vec![span("b", &scope, true)];
         let resource = resource();
-        let batch_of = |spans: &[SpanData]| {
-            let mut batch = EncodedBatch::default();
-            for span in spans {
-                let mut bytes = Vec::new();
-                append_span(&mut bytes, span);
-                batch.push(&span.instrumentation_scope, &bytes);
-            }
-            batch
-        };
         let bytes = request(
             &[batch_of(&first), batch_of(&second)],
             &EncodedResource::new(&resource),

@@ -174,6 +174,23 @@ mod tests {
         (url, received)
     }
 
+    /// The scripted collector on a thread and runtime of its own: it answers whatever
+    /// the test's runtime is doing.
+    fn collector_apart(statuses: &'static [u16]) -> (String, Received) {
+        let (address, answered) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                address.send(collector(statuses).await).unwrap();
+                std::future::pending::<()>().await
+            });
+        });
+        answered.recv().unwrap()
+    }
+
     async fn read_request(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
         let mut request = Vec::new();
         let mut chunk = [0_u8; 4096];
@@ -368,6 +385,24 @@ mod tests {
 
         received.wait_for(1).await;
         assert_eq!(received.spans_per_request(), [2]);
+    }
+
+    /// The service's runtime may be busy with the requests a span records — here it is
+    /// blocked outright, on its only thread, by the flush itself. The exports run on the
+    /// worker's own runtime and still go out.
+    #[tokio::test(flavor = "current_thread")]
+    async fn exports_do_not_wait_for_the_services_runtime() {
+        let (url, received) = collector_apart(&[200]);
+        let failures = ExportFailures::default();
+        let processor =
+            span_processor(Destination::Http { url: &url }, limits(), failures.clone()).unwrap();
+        processor.on_end(span(true));
+
+        let flushed = processor.force_flush();
+
+        assert!(flushed.is_ok(), "{flushed:?}");
+        assert_eq!(received.spans_per_request(), [1]);
+        assert_eq!(failures.get(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

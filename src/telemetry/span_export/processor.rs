@@ -284,19 +284,11 @@ impl State {
         batches
     }
 
-    /// The oldest full batches, as many as fit in one request (at least one).
+    /// The oldest full batches, as many as go in one request.
     fn take_full(&mut self) -> Vec<EncodedBatch> {
-        let mut taken: Vec<EncodedBatch> = Vec::new();
-        let mut bytes = 0;
-        while let Some(next) = self.full.front() {
-            if !taken.is_empty() && bytes + next.bytes() > MAX_REQUEST_BYTES {
-                break;
-            }
-            bytes += next.bytes();
-            let batch = self.full.pop_front().expect("just looked");
-            self.queued -= batch.spans();
-            taken.push(batch);
-        }
+        let count = in_one_request(self.full.iter()).min(self.full.len());
+        let taken: Vec<EncodedBatch> = self.full.drain(..count).collect();
+        self.queued -= taken.iter().map(EncodedBatch::spans).sum::<usize>();
         taken
     }
 
@@ -417,22 +409,25 @@ impl Worker {
     }
 }
 
-/// `batches` grouped into requests of at most [`MAX_REQUEST_BYTES`] (a larger batch
-/// alone), empty ones left out.
+/// How many of `batches`, in order, go in one request: as many as fit in
+/// [`MAX_REQUEST_BYTES`], and at least the first (a larger batch goes alone).
+fn in_one_request<'a>(batches: impl Iterator<Item = &'a EncodedBatch>) -> usize {
+    batches
+        .scan(0, |bytes, batch| {
+            *bytes += batch.bytes();
+            (*bytes <= MAX_REQUEST_BYTES).then_some(())
+        })
+        .count()
+        .max(1)
+}
+
+/// `batches` grouped into requests ([`in_one_request`]), empty ones left out.
 fn requests(batches: Vec<EncodedBatch>) -> Vec<Vec<EncodedBatch>> {
-    let mut requests: Vec<Vec<EncodedBatch>> = Vec::new();
-    let mut bytes = 0;
-    for batch in batches.into_iter().filter(|batch| batch.spans() > 0) {
-        match requests.last_mut() {
-            Some(last) if bytes + batch.bytes() <= MAX_REQUEST_BYTES => {
-                bytes += batch.bytes();
-                last.push(batch);
-            }
-            _ => {
-                bytes = batch.bytes();
-                requests.push(vec![batch]);
-            }
-        }
+    let mut rest: Vec<EncodedBatch> = batches.into_iter().filter(|b| b.spans() > 0).collect();
+    let mut requests = Vec::new();
+    while !rest.is_empty() {
+        let count = in_one_request(rest.iter()).min(rest.len());
+        requests.push(rest.drain(..count).collect());
     }
     requests
 }
@@ -449,8 +444,6 @@ impl Turn {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::InstrumentationScope;
-
     use super::*;
 
     fn batch(spans: usize, bytes_each: usize) -> EncodedBatch {

@@ -37,7 +37,7 @@ pub enum TransportError {
     Client(#[source] reqwest::Error),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) enum Transport {
     Grpc(tonic::client::Grpc<Channel>),
     Http {
