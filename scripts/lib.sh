@@ -25,6 +25,13 @@ answers() {
   python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" "$1" 2>/dev/null
 }
 
+# export_failures PORT: the telemetry a service on 127.0.0.1:PORT lost so far (spans and
+# metric points dropped at a full export queue or failed exports, from /healthz).
+export_failures() {
+  python3 -c "import json,urllib.request,sys; print(json.load(urllib.request.urlopen(sys.argv[1]))['telemetry_export_failures'])" \
+    "http://127.0.0.1:$1/healthz"
+}
+
 # The machine's busy CPU share, in percent, over the next $1 seconds (/proc/stat).
 cpu_busy_percent() {
   local label user nice system idle iowait irq softirq steal rest
