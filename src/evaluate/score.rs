@@ -2,7 +2,7 @@
 //! finding is about, and the figures `lead-lab eval` reports (recall, precision,
 //! fragments per incident, window error).
 
-use chrono::{DateTime, DurationRound as _, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use crate::analyze::{Finding, FindingKind, Severity};
@@ -26,6 +26,9 @@ pub struct Label {
     /// For a silence: the source's last attempt before it and first after it, cut to
     /// the day (what the data can show of it).
     pub around: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Where the day's hours start: the facts' hourly grid (local midnight, so a zone
+    /// at a half-hour offset has its hours at :30 UTC).
+    pub day_start: DateTime<Utc>,
     pub source: Option<String>,
     pub page: Option<String>,
     pub field: Option<String>,
@@ -57,6 +60,7 @@ impl Label {
                     after.map_or(day_end, |at| at.min(day_end)),
                 )
             }),
+            day_start,
             source: incident.source.clone(),
             page: incident.page.clone(),
             field: incident.field.clone(),
@@ -73,16 +77,27 @@ impl Label {
     /// difference — a small source at night sends nothing whether or not its page is
     /// down — and the facts are hourly.
     pub fn observable(&self) -> Observable {
-        if let Some((before, after)) = self.around {
-            return Observable {
-                starts: (floor_hour(before).min(self.start), self.start),
-                ends: (self.end, ceil_hour(after).max(self.end)),
-            };
+        match self.around {
+            Some((before, after)) => Observable {
+                starts: (self.hour_of(before).min(self.start), self.start),
+                ends: (self.end, self.hour_after(after).max(self.end)),
+            },
+            None => self.evidence.unwrap_or((self.start, self.end)).into(),
         }
-        let (start, end) = self.evidence.unwrap_or((self.start, self.end));
-        Observable {
-            starts: (start, start),
-            ends: (end, end),
+    }
+
+    /// The start of the facts' hour `at` falls in.
+    fn hour_of(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        self.day_start + chrono::Duration::hours((at - self.day_start).num_hours())
+    }
+
+    /// The end of the facts' hour `at` falls in (`at` itself on an hour's start).
+    fn hour_after(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let start = self.hour_of(at);
+        if start == at {
+            at
+        } else {
+            start + chrono::Duration::hours(1)
         }
     }
 
@@ -392,19 +407,6 @@ impl From<(DateTime<Utc>, DateTime<Utc>)> for Observable {
     }
 }
 
-fn floor_hour(at: DateTime<Utc>) -> DateTime<Utc> {
-    at.duration_trunc(chrono::Duration::hours(1)).unwrap_or(at)
-}
-
-fn ceil_hour(at: DateTime<Utc>) -> DateTime<Utc> {
-    let floor = floor_hour(at);
-    if floor == at {
-        at
-    } else {
-        floor + chrono::Duration::hours(1)
-    }
-}
-
 /// Of the findings that state a window, the closest one's larger distance (start or
 /// end) from what `observable` allows, in minutes.
 fn window_error(owned: &[&Finding], observable: Observable) -> Option<f64> {
@@ -518,6 +520,7 @@ mod tests {
             end: at(to, 0),
             evidence: None,
             around: None,
+            day_start: at(0, 0),
             source: source.map(str::to_owned),
             page: None,
             field: None,
@@ -677,7 +680,7 @@ mod tests {
     fn a_silence_is_measured_against_the_attempts_around_it() {
         let mut silent = label(IncidentKind::SourceSilent, Some("quiz"), 6, 18);
         silent.around = Some((at(4, 40), at(18, 10)));
-        let window_error = |from: (u32, u32), to: (u32, u32)| {
+        let window_error = |silent: &Label, from: (u32, u32), to: (u32, u32)| {
             let mut gap = finding(FindingKind::SilentSource, Severity::High, None);
             gap.subject.source = Some("quiz".into());
             gap.window = Some((at(from.0, from.1).to_rfc3339(), at(to.0, to.1).to_rfc3339()));
@@ -692,9 +695,29 @@ mod tests {
                 incident.label_window_error_minutes,
             )
         };
-        assert_eq!(window_error((5, 0), (18, 0)), (Some(0.0), Some(60.0)));
-        assert_eq!(window_error((4, 0), (19, 0)), (Some(0.0), Some(120.0)));
-        assert_eq!(window_error((3, 0), (19, 30)), (Some(60.0), Some(180.0)));
+        assert_eq!(
+            window_error(&silent, (5, 0), (18, 0)),
+            (Some(0.0), Some(60.0))
+        );
+        assert_eq!(
+            window_error(&silent, (4, 0), (19, 0)),
+            (Some(0.0), Some(120.0))
+        );
+        assert_eq!(
+            window_error(&silent, (3, 0), (19, 30)),
+            (Some(60.0), Some(180.0))
+        );
+        // A zone at a half-hour offset has its hours at :30: the range is 04:30–06:00
+        // and 18:00–18:30.
+        let half_hour_zone = Label {
+            day_start: at(0, 30),
+            ..silent.clone()
+        };
+        assert_eq!(
+            window_error(&half_hour_zone, (4, 30), (18, 30)).0,
+            Some(0.0)
+        );
+        assert_eq!(window_error(&half_hour_zone, (4, 0), (19, 0)).0, Some(30.0));
     }
 
     #[test]

@@ -257,6 +257,23 @@ async fn facts_of_a_berlin_day_count_exactly_and_respect_local_midnight() {
     assert_eq!((quiz.hours, quiz.expected_attempts), (6, 12.0));
     assert_eq!(quiz.start, "2026-06-10T08:00:00+02:00");
 
+    // Each hourly cell knows its first and last attempt: web's unauthorized ones of
+    // 10:00 came from 10:00:30 to 10:24:30.
+    let unauthorized_at_ten = facts
+        .cells
+        .day
+        .iter()
+        .find(|c| c.hour == 10 && c.values.source == "web" && c.values.reason == "unauthorized")
+        .expect("a cell of web's unauthorized attempts at 10:00");
+    assert_eq!(unauthorized_at_ten.attempts, 25);
+    assert_eq!(
+        unauthorized_at_ten.span,
+        Some((
+            "2026-06-10T10:00:30+02:00".to_owned(),
+            "2026-06-10T10:24:30+02:00".to_owned()
+        ))
+    );
+
     let windows = &facts.delivery.downstream_windows;
     assert_eq!(windows.len(), 1, "{windows:#?}");
     assert_eq!((windows[0].span_minutes, windows[0].errors), (10, 20));

@@ -462,6 +462,20 @@ fn add_baseline(facts: &mut DayFacts, hour: u32, v: &CellValues, attempts: u64) 
     }
 }
 
+/// A normal day with every source and endpoint at `share` of its attempts: a Sunday,
+/// a holiday.
+pub fn a_day_at(share: f64) -> DayFacts {
+    let mut facts = normal_day();
+    for b in facts
+        .by_source
+        .iter_mut()
+        .chain(facts.by_endpoint.iter_mut())
+    {
+        b.attempts = (b.attempts as f64 * share).round() as u64;
+    }
+    facts
+}
+
 /// `count` duplicates of a source in one hour of the day, none in the baseline.
 pub fn plant_duplicate_hour(facts: &mut DayFacts, source: &str, hour: u32, count: u64) {
     let v = cell_values(source, "leads", "/", "");

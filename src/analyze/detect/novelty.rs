@@ -114,7 +114,7 @@ pub(super) fn duplicate_surge(facts: &DayFacts, t: &DetectorSettings) -> Vec<Fin
     if facts.baseline.days_with_data == 0 {
         return Vec::new();
     }
-    let elapsed = facts.elapsed_fraction() * super::volume::day_level(facts, t).ratio;
+    let share_of_a_day = facts.elapsed_fraction() * super::volume::day_level(facts, t).ratio;
     let per_source: Vec<Finding> = facts
         .source_reasons
         .iter()
@@ -130,7 +130,7 @@ pub(super) fn duplicate_surge(facts: &DayFacts, t: &DetectorSettings) -> Vec<Fin
                 facts,
                 t,
                 r.count,
-                mean * elapsed,
+                mean * share_of_a_day,
                 Some(&r.source),
                 Some(window),
             )
@@ -139,7 +139,7 @@ pub(super) fn duplicate_surge(facts: &DayFacts, t: &DetectorSettings) -> Vec<Fin
     if !per_source.is_empty() {
         return per_source;
     }
-    let expected = facts.baseline.mean_duplicates_per_day * elapsed;
+    let expected = facts.baseline.mean_duplicates_per_day * share_of_a_day;
     surge(
         facts,
         t,
@@ -269,7 +269,7 @@ fn surge(
 #[cfg(test)]
 mod tests {
     use super::super::fixture::{
-        normal_day, plant_duplicate_hour, plant_duplicates, plant_new_page,
+        a_day_at, normal_day, plant_duplicate_hour, plant_duplicates, plant_new_page,
     };
     use super::*;
 
@@ -303,6 +303,22 @@ mod tests {
         assert_eq!(found[0].subject.source.as_deref(), Some("web"));
         assert_eq!(found[0].severity, Severity::High);
         assert!(duplicate_surge(&normal_day(), &DetectorSettings::default()).is_empty());
+    }
+
+    /// On a day at half its usual traffic a source's usual duplicates halve too: seven
+    /// duplicates of web (4 a day in its baseline) are a surge then, not on a full day.
+    #[test]
+    fn duplicates_are_expected_at_the_days_level() {
+        let surges_at = |share: f64| {
+            let mut facts = a_day_at(share);
+            plant_duplicates(&mut facts, "web", 7);
+            duplicate_surge(&facts, &DetectorSettings::default())
+        };
+        let full = surges_at(1.0);
+        assert!(full.is_empty(), "{full:#?}");
+        let found = surges_at(0.5);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].evidence["expected_duplicates"] < 2.5, "{found:#?}");
     }
 
     #[test]

@@ -60,8 +60,7 @@ pub(super) fn volume_changes(facts: &DayFacts, t: &DetectorSettings) -> Vec<Find
         })
         .collect();
     // The day as a whole: when the median source moved, and the total with it.
-    let drop_below = 1.0 - t.volume_change_ratio;
-    let spike_above = (1.0 + t.volume_change_ratio) * 2.0;
+    let (drop_below, spike_above) = volume_bounds(t);
     if level.sources >= MIN_LEVEL_SOURCES && (level.ratio < drop_below || level.ratio > spike_above)
     {
         let attempts = facts.by_source.iter().map(|b| b.attempts).sum();
@@ -81,6 +80,14 @@ pub(super) fn volume_changes(facts: &DayFacts, t: &DetectorSettings) -> Vec<Find
         ));
     }
     found
+}
+
+/// The ratios to the expected volume below which it dropped and above which it spiked.
+fn volume_bounds(t: &DetectorSettings) -> (f64, f64) {
+    (
+        1.0 - t.volume_change_ratio,
+        (1.0 + t.volume_change_ratio) * 2.0,
+    )
 }
 
 /// Where the day's traffic stands against the baseline as a whole.
@@ -150,7 +157,7 @@ fn volume_change(
     }
     let today = attempts as f64;
     let change = ratio(today, expected);
-    let drop_below = 1.0 - t.volume_change_ratio;
+    let (drop_below, spike_above) = volume_bounds(t);
     let (kind, severity, word) = if today < expected * drop_below {
         let strong = change <= drop_below / 2.0;
         let severity = if strong {
@@ -159,7 +166,7 @@ fn volume_change(
             Severity::Medium
         };
         (FindingKind::VolumeDrop, capped(severity, facts), "fewer")
-    } else if today > expected * (1.0 + t.volume_change_ratio) * 2.0 {
+    } else if today > expected * spike_above {
         (FindingKind::VolumeSpike, Severity::Medium, "more")
     } else {
         return None;
@@ -269,8 +276,8 @@ fn failure_rate_rise(
 }
 
 /// LatencyRegression: p95 at least `latency_regression_ratio` times the baseline's and
-/// `latency_regression_min_ms` above it, overall; per source only when the overall p95 did not regress (a downstream slowdown
-/// shows on every source and is one finding).
+/// `latency_regression_min_ms` above it, overall; per source only when the overall p95
+/// did not regress (a downstream slowdown shows on every source and is one finding).
 pub(super) fn latency_regressions(facts: &DayFacts, t: &DetectorSettings) -> Vec<Finding> {
     let overall = facts.latency.overall.as_ref().and_then(|q| {
         latency_regression(
@@ -362,7 +369,7 @@ fn latency_regression(
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::{normal_day, set_source_attempts};
+    use super::super::fixture::{a_day_at, normal_day, set_source_attempts};
     use super::*;
 
     fn settings() -> DetectorSettings {
@@ -388,19 +395,6 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:#?}");
         assert_eq!(found[0].kind, FindingKind::VolumeSpike);
         assert_eq!(found[0].subject.source.as_deref(), Some("partner"));
-    }
-
-    /// Every source at `share` of its baseline, the endpoints alike.
-    fn a_day_at(share: f64) -> DayFacts {
-        let mut facts = normal_day();
-        for b in facts
-            .by_source
-            .iter_mut()
-            .chain(facts.by_endpoint.iter_mut())
-        {
-            b.attempts = (b.attempts as f64 * share).round() as u64;
-        }
-        facts
     }
 
     /// A Sunday at 55 % of a baseline of mostly weekdays: no source, no endpoint and

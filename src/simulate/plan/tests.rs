@@ -100,14 +100,29 @@ fn the_evidence_of_a_ramp_runs_from_its_first_broken_lead_to_its_last() {
 }
 
 #[test]
-fn an_outage_is_evidenced_by_the_deliveries_inside_it_and_a_silence_by_nothing() {
+fn an_outage_is_evidenced_by_the_deliveries_inside_it_and_a_silence_by_the_attempts_around_it() {
     let scenario = shipped("default.toml");
     let Plan { requests, evidence } = plan(&scenario, span(7), 1);
     let windows = windows(&scenario, span(7));
     for (window, evidence) in windows.iter().zip(&evidence) {
         let span = evidence.span_within(window.start, window.end);
+        if window.incident.kind != IncidentKind::SourceSilent {
+            assert_eq!(evidence.around(), None, "{:?}", window.incident.kind);
+        }
         match window.incident.kind {
-            IncidentKind::SourceSilent => assert_eq!(span, None),
+            IncidentKind::SourceSilent => {
+                assert_eq!(span, None);
+                let of_source: Vec<DateTime<Utc>> = requests
+                    .iter()
+                    .filter(|p| Some(&p.source) == window.incident.source.as_ref())
+                    .map(|p| p.at)
+                    .collect();
+                let before = of_source.iter().rev().find(|at| **at < window.start);
+                let after = of_source.iter().find(|at| **at >= window.end);
+                assert!(before.is_some() && after.is_some());
+                assert_eq!(evidence.around(), Some((before.copied(), after.copied())));
+                assert!(!of_source.iter().any(|at| window.contains(*at)));
+            }
             IncidentKind::CrmDown | IncidentKind::CrmSlow => {
                 let inside: Vec<DateTime<Utc>> = requests
                     .iter()
